@@ -1,0 +1,4 @@
+//! Shared helpers for the end-to-end tests: start a real bridge, speak its signed protocol,
+//! host the real plugin component.
+
+pub mod bridge;
