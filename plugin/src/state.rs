@@ -1,0 +1,717 @@
+//! The plugin's state machine: one event in, effects out.
+
+use std::collections::VecDeque;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::commands::{self, Parsed};
+use crate::config::{Active, DEFAULT_CONTEXT_MESSAGES, DEFAULT_MESSAGE_BYTES};
+use crate::outbox::{Job, JobKind, Outbox, REQUEST_TIMEOUT_MS, backoff_ms};
+use crate::reactions;
+use crate::signing::{Drbg, hex};
+use crate::turns::{Capture, Limits, Turn, Turns};
+use crate::types::*;
+
+/// A bridge that proved itself is trusted this long without a new proof.
+pub const PROOF_TTL_MS: u64 = 300_000;
+pub const MAX_SEEN: usize = 4096;
+pub const SEEN_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// Remembers recent event keys to drop duplicates; capped in count and age.
+#[derive(Debug, Default)]
+struct Seen {
+    entries: VecDeque<(u64, u64)>,
+}
+
+fn fnv64(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for p in parts {
+        for b in p.bytes().chain([0xffu8]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    h
+}
+
+impl Seen {
+    /// Records the key; false when it was seen already.
+    fn insert(&mut self, now: u64, parts: &[&str]) -> bool {
+        let h = fnv64(parts);
+        if self.entries.iter().any(|(k, _)| *k == h) {
+            return false;
+        }
+        if self.entries.len() >= MAX_SEEN {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((h, now));
+        true
+    }
+
+    fn contains(&self, parts: &[&str]) -> bool {
+        let h = fnv64(parts);
+        self.entries.iter().any(|(k, _)| *k == h)
+    }
+
+    fn expire(&mut self, now: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|(_, at)| now.saturating_sub(*at) > SEEN_TTL_MS)
+        {
+            self.entries.pop_front();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct InFlight {
+    id: u64,
+    nonce: String,
+    sent_at: u64,
+    /// The proof request (`GET /v1/status`, no chat text) rather than the outbox's first job.
+    proof: bool,
+}
+
+#[derive(Debug, Default)]
+struct Link {
+    in_flight: Option<InFlight>,
+    /// When the bridge last answered with a valid signature.
+    proven_at: Option<u64>,
+    failures: u32,
+    next_try_at: u64,
+    down: bool,
+}
+
+/// The whole plugin.
+#[derive(Debug, Default)]
+pub struct Plugin {
+    cfg: Option<Active>,
+    rng: Drbg,
+    turns: Turns,
+    outbox: Outbox,
+    seen: Seen,
+    next_id: u64,
+    link: Link,
+}
+
+fn event_id(kind: &str, parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    format!("rl-{kind}-{}", &hex(&h.finalize())[..32])
+}
+
+fn log(fx: &mut Vec<Effect>, level: LogLevel, msg: impl Into<String>) {
+    fx.push(Effect::log(level, msg));
+}
+
+/// The `error.message` (or code) of an error body, for a person.
+fn error_message(status: u16, body: &[u8]) -> (String, String) {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let code = v["error"]["code"].as_str().unwrap_or("").to_string();
+    let msg = v["error"]["message"]
+        .as_str()
+        .map(String::from)
+        .unwrap_or_else(|| format!("the bridge answered {status}"));
+    (code, msg)
+}
+
+impl Plugin {
+    pub fn new() -> Plugin {
+        Plugin::default()
+    }
+
+    fn limits(&self) -> Limits {
+        match &self.cfg {
+            Some(c) => Limits {
+                context_messages: c.context_messages,
+                message_bytes: c.message_bytes,
+            },
+            None => Limits {
+                context_messages: DEFAULT_CONTEXT_MESSAGES,
+                message_bytes: DEFAULT_MESSAGE_BYTES,
+            },
+        }
+    }
+
+    /// Number of requests waiting for the bridge (for tests and status).
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Feeds one event; returns what the host must do.
+    pub fn handle(&mut self, now: u64, entropy: &[u8], event: Event) -> Vec<Effect> {
+        self.rng.reseed(entropy, now);
+        let mut fx = Vec::new();
+        match event {
+            Event::Configure(c) => self.configure(&c, &mut fx),
+            Event::Inbound(m) => self.inbound(now, &m, &mut fx),
+            Event::Outbound(m) => self.outbound(now, &m),
+            Event::Command(c) => self.command(now, &c, &mut fx),
+            Event::Callback(c) => self.callback(now, &c, &mut fx),
+            Event::Reaction(r) => self.reaction(now, &r, &mut fx),
+            Event::BridgeResponse(r) => self.response(now, r, &mut fx),
+            Event::Tick => self.tick(now, &mut fx),
+        }
+        self.pump(now, &mut fx);
+        fx
+    }
+
+    fn configure(&mut self, c: &Config, fx: &mut Vec<Effect>) {
+        match Active::from_config(c) {
+            Ok(a) => {
+                let key_changed = self.cfg.as_ref().is_none_or(|old| old.key != a.key);
+                if key_changed {
+                    self.link.proven_at = None;
+                }
+                log(
+                    fx,
+                    LogLevel::Info,
+                    format!(
+                        "rlclaw configured: key id {}, {} rater(s), {} context messages",
+                        a.key.id(),
+                        a.raters.len(),
+                        a.context_messages
+                    ),
+                );
+                self.cfg = Some(a);
+            }
+            Err(e) => log(
+                fx,
+                LogLevel::Error,
+                format!(
+                    "rlclaw configuration refused: {e}; {}",
+                    if self.cfg.is_some() {
+                        "keeping the previous configuration"
+                    } else {
+                        "nothing is sent until a valid one arrives"
+                    }
+                ),
+            ),
+        }
+    }
+
+    fn enqueue(&mut self, job: Job, fx: &mut Vec<Effect>) {
+        let keep = usize::from(self.link.in_flight.as_ref().is_some_and(|f| !f.proof));
+        if let Some(dropped) = self.outbox.push(job, keep) {
+            log(
+                fx,
+                LogLevel::Warn,
+                format!(
+                    "rlclaw outbox full: dropped the oldest waiting request ({:?})",
+                    dropped.kind
+                ),
+            );
+        }
+    }
+
+    fn enqueue_capture(&mut self, now: u64, cap: Option<Capture>, fx: &mut Vec<Effect>) {
+        if let Some(c) = cap {
+            self.enqueue(
+                Job {
+                    kind: JobKind::Capture { turn_id: c.turn_id },
+                    method: "POST",
+                    path: "/v1/turns",
+                    body: c.body,
+                    reply_to: None,
+                    created_at: now,
+                },
+                fx,
+            );
+        }
+    }
+
+    fn inbound(&mut self, now: u64, m: &InboundMessage, fx: &mut Vec<Effect>) {
+        if let Some(id) = &m.message_id {
+            let chat = m.place.chat.as_deref().unwrap_or("");
+            if !self.seen.insert(now, &["in", &m.place.channel, chat, id]) {
+                return;
+            }
+        }
+        let lim = self.limits();
+        let cap = self.turns.inbound(now, m, lim);
+        self.enqueue_capture(now, cap, fx);
+    }
+
+    fn outbound(&mut self, now: u64, m: &OutboundMessage) {
+        let chat = m.place.chat.as_deref().unwrap_or("");
+        if !m.message_ids.is_empty()
+            && m.message_ids
+                .iter()
+                .all(|id| self.seen.contains(&["out", &m.place.channel, chat, id]))
+        {
+            return;
+        }
+        for id in &m.message_ids {
+            self.seen.insert(now, &["out", &m.place.channel, chat, id]);
+        }
+        let lim = self.limits();
+        self.turns.outbound(now, m, lim);
+    }
+
+    fn target_json(turn: Option<&Turn>, session: &str, sender: &str) -> Value {
+        match turn {
+            Some(t) => json!({"turn_id": t.turn_id}),
+            None => json!({"latest": {"session": session, "sender": sender}}),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue_rating(
+        &mut self,
+        now: u64,
+        event_id: String,
+        target: Value,
+        rater: &str,
+        value: Option<f64>,
+        source: &str,
+        emoji: Option<&str>,
+        reason: Option<&str>,
+        reply_to: Option<&str>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let (kind, method, body) = match value {
+            Some(v) => {
+                let mut b = json!({
+                    "event_id": event_id,
+                    "target": target,
+                    "rater": rater,
+                    "value": v,
+                    "source": source,
+                });
+                if let Some(e) = emoji {
+                    b["emoji"] = json!(e);
+                }
+                if let Some(r) = reason {
+                    b["reason"] = json!(r);
+                }
+                (JobKind::Rate { good: v > 0.0 }, "POST", b)
+            }
+            None => (
+                JobKind::Unrate,
+                "DELETE",
+                json!({"event_id": event_id, "target": target, "rater": rater}),
+            ),
+        };
+        let mut reply_to = reply_to.map(String::from);
+        if let Some(to) = &reply_to
+            && self.link.down
+        {
+            fx.push(Effect::reply(to, QUEUED_TEXT));
+            reply_to = None;
+        }
+        self.enqueue(
+            Job {
+                kind,
+                method,
+                path: "/v1/ratings",
+                body: serde_json::to_vec(&body).expect("JSON serialises"),
+                reply_to,
+                created_at: now,
+            },
+            fx,
+        );
+    }
+
+    fn command(&mut self, now: u64, c: &Command, fx: &mut Vec<Effect>) {
+        if !self.seen.insert(now, &["cmd", &c.id]) {
+            return;
+        }
+        if self.cfg.is_none() {
+            fx.push(Effect::reply(&c.id, NOT_CONFIGURED_TEXT));
+            return;
+        }
+        let session = c.place.session.as_str();
+        match commands::parse(&c.args) {
+            Parsed::Help { unknown } => {
+                let text = match unknown {
+                    Some(w) => format!("Unknown command “{w}”.\n{}", commands::HELP),
+                    None => commands::HELP.to_string(),
+                };
+                fx.push(Effect::reply(&c.id, text));
+            }
+            Parsed::Invalid(msg) => fx.push(Effect::reply(&c.id, msg)),
+            Parsed::Rate { value, reason } => {
+                let lim = self.limits();
+                let (cap, turn) = self.turns.latest(session, &c.sender, lim);
+                self.enqueue_capture(now, cap, fx);
+                let target = Self::target_json(turn.as_ref(), session, &c.sender);
+                self.enqueue_rating(
+                    now,
+                    event_id("cmd", &[&c.id]),
+                    target,
+                    &c.sender,
+                    Some(value),
+                    "command",
+                    None,
+                    reason.as_deref(),
+                    Some(&c.id),
+                    fx,
+                );
+            }
+            Parsed::Query { name } => self.enqueue_command(now, c, name, vec![], fx),
+            Parsed::Admin { name, args } => self.enqueue_command(now, c, name, args, fx),
+        }
+    }
+
+    fn enqueue_command(
+        &mut self,
+        now: u64,
+        c: &Command,
+        name: &str,
+        args: Vec<String>,
+        fx: &mut Vec<Effect>,
+    ) {
+        if self.link.down && now < self.link.next_try_at {
+            fx.push(Effect::reply(&c.id, UNREACHABLE_TEXT));
+            return;
+        }
+        let body = json!({
+            "event_id": event_id("cmd", &[&c.id]),
+            "name": name,
+            "sender": c.sender,
+            "session": c.place.session,
+            "args": args,
+        });
+        self.enqueue(
+            Job {
+                kind: JobKind::Command {
+                    name: name.to_string(),
+                },
+                method: "POST",
+                path: "/v1/commands",
+                body: serde_json::to_vec(&body).expect("JSON serialises"),
+                reply_to: Some(c.id.clone()),
+                created_at: now,
+            },
+            fx,
+        );
+    }
+
+    fn may_rate(&self, channel: &str, rater: &str, turn: &Turn) -> bool {
+        rater == turn.sender
+            || self
+                .cfg
+                .as_ref()
+                .is_some_and(|c| c.is_rater(channel, rater))
+    }
+
+    fn callback(&mut self, now: u64, cb: &Callback, fx: &mut Vec<Effect>) {
+        if !self.seen.insert(now, &["cb", &cb.id]) {
+            return;
+        }
+        if self.cfg.is_none() {
+            fx.push(Effect::reply(&cb.id, NOT_CONFIGURED_TEXT));
+            return;
+        }
+        let word = cb.data.split(':').next().unwrap_or("").trim();
+        let value = match word {
+            "good" => 1.0,
+            "bad" => -1.0,
+            _ => {
+                fx.push(Effect::reply(&cb.id, "That button is not one of rlclaw's."));
+                return;
+            }
+        };
+        let Some(mid) = cb.message_id.as_deref() else {
+            fx.push(Effect::reply(
+                &cb.id,
+                "I can't tell which reply that button belongs to.",
+            ));
+            return;
+        };
+        let lim = self.limits();
+        let chat = cb.place.chat.as_deref();
+        let (cap, turn) = self.turns.by_message(&cb.place.channel, chat, mid, lim);
+        self.enqueue_capture(now, cap, fx);
+        let target = match &turn {
+            Some(t) => {
+                if !self.may_rate(&cb.place.channel, &cb.sender, t) {
+                    fx.push(Effect::reply(
+                        &cb.id,
+                        "Only the person who asked can rate this reply.",
+                    ));
+                    return;
+                }
+                json!({"turn_id": t.turn_id})
+            }
+            None => match chat {
+                Some(ch) => json!({"channel": cb.place.channel, "chat": ch, "message_id": mid}),
+                None => {
+                    fx.push(Effect::reply(&cb.id, "I don't know that reply any more."));
+                    return;
+                }
+            },
+        };
+        self.enqueue_rating(
+            now,
+            event_id("cb", &[&cb.id]),
+            target,
+            &cb.sender,
+            Some(value),
+            "button",
+            None,
+            None,
+            Some(&cb.id),
+            fx,
+        );
+    }
+
+    fn reaction(&mut self, now: u64, r: &Reaction, fx: &mut Vec<Effect>) {
+        if !self.seen.insert(now, &["rx", &r.id]) {
+            return;
+        }
+        let Some(cfg) = &self.cfg else { return };
+        let Some(p) = reactions::parse(&r.text, r.context_key.as_deref()) else {
+            return;
+        };
+        let Some(value) = cfg.emojis.value(&p.emoji) else {
+            return;
+        };
+        let lim = self.limits();
+        let (cap, turn) = self
+            .turns
+            .by_message(&p.channel, p.chat.as_deref(), &p.message_id, lim);
+        self.enqueue_capture(now, cap, fx);
+        let (target, rater) = match &turn {
+            Some(t) => {
+                let rater = match (&p.user, t.group) {
+                    (Some(u), _) => u.clone(),
+                    // Without a user id only a direct chat's owner can have reacted.
+                    (None, false) => t.sender.clone(),
+                    (None, true) => return,
+                };
+                if !self.may_rate(&p.channel, &rater, t) {
+                    log(
+                        fx,
+                        LogLevel::Debug,
+                        "rlclaw: ignored a reaction by someone other than the turn's owner",
+                    );
+                    return;
+                }
+                (json!({"turn_id": t.turn_id}), rater)
+            }
+            None => match (&p.chat, &p.user) {
+                (Some(chat), Some(user)) => (
+                    json!({"channel": p.channel, "chat": chat, "message_id": p.message_id}),
+                    user.clone(),
+                ),
+                _ => return,
+            },
+        };
+        let key = r.context_key.as_deref().unwrap_or("");
+        self.enqueue_rating(
+            now,
+            event_id("rx", &[&r.id, key]),
+            target,
+            &rater,
+            p.added.then_some(value),
+            "reaction",
+            Some(&p.emoji),
+            None,
+            None,
+            fx,
+        );
+    }
+
+    fn tick(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        let lim = self.limits();
+        for cap in self.turns.tick(now, lim) {
+            self.enqueue_capture(now, Some(cap), fx);
+        }
+        self.seen.expire(now);
+        let keep = usize::from(self.link.in_flight.as_ref().is_some_and(|f| !f.proof));
+        for job in self.outbox.expire(now, keep) {
+            log(
+                fx,
+                LogLevel::Warn,
+                format!(
+                    "rlclaw: gave up on a request that waited a day for the bridge ({:?})",
+                    job.kind
+                ),
+            );
+        }
+        if let Some(f) = &self.link.in_flight
+            && now.saturating_sub(f.sent_at) >= REQUEST_TIMEOUT_MS
+        {
+            self.link.in_flight = None;
+            self.failure(now, "the bridge did not answer in time", fx);
+        }
+    }
+
+    fn failure(&mut self, now: u64, reason: &str, fx: &mut Vec<Effect>) {
+        self.link.proven_at = None;
+        self.link.down = true;
+        self.link.failures = self.link.failures.saturating_add(1);
+        self.link.next_try_at = now + backoff_ms(self.link.failures);
+        let level = if self.link.failures == 1 {
+            LogLevel::Warn
+        } else {
+            LogLevel::Debug
+        };
+        log(
+            fx,
+            level,
+            format!(
+                "rlclaw: {reason}; {} request(s) wait, next try in {} s",
+                self.outbox.len(),
+                backoff_ms(self.link.failures) / 1000
+            ),
+        );
+        // People waiting on a command are answered now; ratings stay queued.
+        for job in self.outbox.take_where(0, |j| !j.retries()) {
+            if let Some(to) = &job.reply_to {
+                fx.push(Effect::reply(to, UNREACHABLE_TEXT));
+            }
+        }
+        for job in self.outbox.iter_mut() {
+            if let Some(to) = job.reply_to.take() {
+                fx.push(Effect::reply(&to, QUEUED_TEXT));
+            }
+        }
+    }
+
+    fn response(&mut self, now: u64, r: BridgeResponse, fx: &mut Vec<Effect>) {
+        let Some(f) = self.link.in_flight.take_if(|f| f.id == r.id) else {
+            log(
+                fx,
+                LogLevel::Debug,
+                format!("rlclaw: ignored an answer to unknown request {}", r.id),
+            );
+            return;
+        };
+        if r.status == 0 {
+            self.failure(now, "the bridge could not be reached", fx);
+            return;
+        }
+        let Some(cfg) = &self.cfg else { return };
+        if let Err(e) = cfg
+            .key
+            .verify_response(now / 1000, &f.nonce, r.status, &r.headers, &r.body)
+        {
+            log(
+                fx,
+                LogLevel::Error,
+                format!(
+                    "rlclaw: refusing the bridge's answer ({e}): another program may be \
+                     listening on the bridge's port, or the key is wrong. Nothing with chat \
+                     text is sent until the bridge proves itself."
+                ),
+            );
+            self.failure(now, "the bridge could not prove itself", fx);
+            return;
+        }
+        self.link.proven_at = Some(now);
+        let status = r.status;
+        if status >= 500 {
+            self.failure(now, &format!("the bridge answered {status}"), fx);
+            return;
+        }
+        if status == 401 {
+            let (code, msg) = error_message(status, &r.body);
+            log(
+                fx,
+                LogLevel::Error,
+                format!("rlclaw: the bridge refused our signature ({code}): {msg}"),
+            );
+            self.failure(now, "the bridge refused our signature", fx);
+            return;
+        }
+        self.link.down = false;
+        self.link.failures = 0;
+        self.link.next_try_at = 0;
+        if f.proof {
+            return;
+        }
+        let Some(job) = self.outbox.pop() else { return };
+        if (200..300).contains(&status) {
+            self.success(&job, &r.body, fx);
+        } else {
+            let (code, msg) = error_message(status, &r.body);
+            log(
+                fx,
+                LogLevel::Warn,
+                format!(
+                    "rlclaw: {} {} was refused ({status} {code}): {msg}",
+                    job.method, job.path
+                ),
+            );
+            if let Some(to) = &job.reply_to {
+                fx.push(Effect::reply(to, format!("⚠️ {msg}")));
+            }
+        }
+    }
+
+    fn success(&mut self, job: &Job, body: &[u8], fx: &mut Vec<Effect>) {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let Some(to) = &job.reply_to else { return };
+        let text = match &job.kind {
+            JobKind::Rate { good } => {
+                let counts = &v["counts"];
+                let n = |k: &str| counts[k].as_u64().unwrap_or(0);
+                format!(
+                    "{} Thanks, rated {}. So far: {} good, {} bad, {} waiting for training.",
+                    if *good { "👍" } else { "👎" },
+                    if *good { "good" } else { "bad" },
+                    n("good"),
+                    n("bad"),
+                    n("untrained")
+                )
+            }
+            JobKind::Command { .. } => v["text"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| "Done.".to_string()),
+            JobKind::Capture { .. } | JobKind::Unrate => return,
+        };
+        fx.push(Effect::reply(to, text));
+    }
+
+    /// Sends the next request when nothing is in flight and the bridge may be tried.
+    fn pump(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        let Some(cfg) = &self.cfg else { return };
+        if self.link.in_flight.is_some() || now < self.link.next_try_at {
+            return;
+        }
+        let Some(job) = self.outbox.front() else {
+            return;
+        };
+        let proven = self
+            .link
+            .proven_at
+            .is_some_and(|t| now.saturating_sub(t) < PROOF_TTL_MS);
+        let (method, path, body, proof) = if proven {
+            (job.method, job.path, job.body.clone(), false)
+        } else {
+            ("GET", "/v1/status", Vec::new(), true)
+        };
+        let nonce = self.rng.nonce();
+        let headers = cfg
+            .key
+            .sign_request(now / 1000, &nonce, method, path, &body);
+        self.next_id += 1;
+        let id = self.next_id;
+        self.link.in_flight = Some(InFlight {
+            id,
+            nonce,
+            sent_at: now,
+            proof,
+        });
+        fx.push(Effect::Request(BridgeRequest {
+            id,
+            method: method.to_string(),
+            path: path.to_string(),
+            headers,
+            body,
+        }));
+    }
+}
+
+pub const NOT_CONFIGURED_TEXT: &str = "rlclaw is not set up yet: its bridge key is missing. Run `rlclaw init` and add the key to the plugin's config.";
+pub const UNREACHABLE_TEXT: &str =
+    "rlclaw can't reach its bridge right now (is `rlclaw serve` running?). Please try again later.";
+pub const QUEUED_TEXT: &str = "⏳ Noted. The rlclaw bridge is not reachable right now, so your rating waits and is sent when it is back.";
