@@ -1,0 +1,74 @@
+//! `rlclaw serve`: the daemon.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::config::Config;
+use crate::datadir::{CONFIG_FILE, DataDir};
+use crate::server::{self, App};
+use crate::store::Store;
+
+/// Where `serve` records its listen address for the client commands.
+pub const ADDR_FILE: &str = "bridge.addr";
+/// Where `serve` records its process id (for `bench`'s memory figures and service managers).
+pub const PID_FILE: &str = "bridge.pid";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The address to listen on (loopback only, unless --allow-non-loopback).
+    #[arg(long, default_value = "127.0.0.1:8420", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Allow listening on an address other machines can reach.
+    #[arg(long)]
+    allow_non_loopback: bool,
+}
+
+pub fn run(dir: &Path, args: Args) -> Result<()> {
+    let dir = DataDir::open(dir)?;
+    let config = Arc::new(Config::load(&dir.path(CONFIG_FILE))?);
+    let key = dir.load_or_create_key()?;
+    let previous_key = dir.load_previous_key()?;
+    let control = crate::training::control_for(&dir);
+    let (store, writer) = Store::start(&dir.db_path(), config.clone(), control)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = server::bind(args.listen, args.allow_non_loopback).await?;
+        let local = listener.local_addr()?;
+        crate::datadir::write_private(&dir.path(ADDR_FILE), format!("{local}\n").as_bytes())?;
+        crate::datadir::write_private(
+            &dir.path(PID_FILE),
+            format!("{}\n", std::process::id()).as_bytes(),
+        )?;
+        eprintln!(
+            "rlclaw: bridge {} listening on http://{local} (data in {}, key id {})",
+            crate::VERSION,
+            dir.root().display(),
+            key.id()
+        );
+        let app = Arc::new(App {
+            store,
+            config,
+            key,
+            previous_key,
+        });
+        server::serve(listener, app).await
+    })?;
+    // Every acknowledged request is already committed; give the writer a moment to finish
+    // what it holds, then leave.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        writer.join();
+        let _ = done_tx.send(());
+    });
+    let _ = done_rx.recv_timeout(Duration::from_secs(2));
+    eprintln!("rlclaw: stopped");
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! The single writer: every authenticated request becomes a `Job` here. Jobs that arrive together
+//! share one transaction and one fsync; each job runs inside its own savepoint so that one job's
+//! error never undoes another's work.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::counts::Counts;
+use crate::config::Config;
+use crate::endpoints::Op;
+use crate::protocol::{ApiError, NONCE_KEEP_S};
+use crate::training::TrainingControl;
+
+/// Most jobs one transaction takes; more wait for the next one.
+const MAX_BATCH: usize = 512;
+/// Jobs that may queue before new requests wait for room.
+const QUEUE_DEPTH: usize = 8192;
+
+/// A successful answer: a status and its JSON body, exactly as sent (and as remembered for
+/// idempotent retries).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: serde_json::Value) -> Reply {
+        Reply {
+            status,
+            body: body.to_string(),
+        }
+    }
+}
+
+/// One request for the writer: the nonce it uses up (if it was signed) and what it asks for.
+pub struct Job {
+    pub nonce: Option<String>,
+    pub op: Op,
+    pub reply: oneshot::Sender<Result<Reply, ApiError>>,
+}
+
+/// What the writer keeps in memory between transactions.
+#[derive(Debug, Clone, Default)]
+pub struct WriterState {
+    pub counts: Counts,
+    /// Admin command times per sender (Unix ms), for the per-minute limit.
+    pub admin_hits: HashMap<String, VecDeque<i64>>,
+}
+
+/// What an operation sees while it applies.
+pub struct Ctx<'a, 'c> {
+    pub tx: &'a Transaction<'c>,
+    pub now_ms: i64,
+    pub state: &'a mut WriterState,
+    pub config: &'a Config,
+    pub control: &'a dyn TrainingControl,
+}
+
+/// The handle requests use to reach the writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Store {
+    /// Opens the database and starts the writer thread.
+    pub fn start(
+        path: &Path,
+        config: Arc<Config>,
+        control: Arc<dyn TrainingControl>,
+    ) -> anyhow::Result<(Store, WriterHandle)> {
+        let conn = super::open_rw(path)
+            .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
+        let counts = Counts::load(&conn)?;
+        let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
+        let state = WriterState {
+            counts,
+            ..WriterState::default()
+        };
+        let thread = std::thread::Builder::new()
+            .name("rlclaw-writer".into())
+            .spawn(move || run(conn, rx, state, config, control))?;
+        Ok((Store { jobs }, WriterHandle { thread }))
+    }
+
+    /// Sends a job and waits for its answer.
+    pub async fn submit(&self, nonce: Option<String>, op: Op) -> Result<Reply, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { nonce, op, reply })
+            .await
+            .map_err(|_| ApiError::new(503, "shutting_down", "The bridge is shutting down."))?;
+        answer
+            .await
+            .map_err(|_| ApiError::internal("The store stopped before answering."))?
+    }
+}
+
+/// Joins the writer once every `Store` handle is gone and the queue is drained.
+pub struct WriterHandle {
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl WriterHandle {
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    mut state: WriterState,
+    config: Arc<Config>,
+    control: Arc<dyn TrainingControl>,
+) {
+    let mut last_prune = 0i64;
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let now_ms = crate::now_ms();
+        if now_ms - last_prune > 60_000 {
+            if let Err(e) = prune_nonces(&conn, now_ms) {
+                tracing::warn!("could not prune old nonces: {e}");
+            }
+            last_prune = now_ms;
+        }
+        commit_batch(&mut conn, batch, &mut state, &config, &*control, now_ms);
+    }
+}
+
+/// Applies a batch in one transaction; answers every job only after the commit is durable.
+fn commit_batch(
+    conn: &mut Connection,
+    batch: Vec<Job>,
+    state: &mut WriterState,
+    config: &Config,
+    control: &dyn TrainingControl,
+    now_ms: i64,
+) {
+    let before = state.clone();
+    let mut answers = Vec::with_capacity(batch.len());
+    let outcome = (|| -> rusqlite::Result<()> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for job in &batch {
+            answers.push(apply_job(&tx, job, state, config, control, now_ms)?);
+        }
+        tx.commit()
+    })();
+    match outcome {
+        Ok(()) => {
+            for (job, answer) in batch.into_iter().zip(answers) {
+                let _ = job.reply.send(answer);
+            }
+        }
+        Err(e) => {
+            tracing::error!("a transaction of {} requests failed: {e}", batch.len());
+            *state = before;
+            for job in batch {
+                let _ = job.reply.send(Err(ApiError::internal(
+                    "The store could not save this request; nothing was kept. Try again.",
+                )));
+            }
+        }
+    }
+}
+
+/// One job inside its savepoint. An `Err` aborts the whole batch (a storage failure); an
+/// `Ok(Err(..))` is this job's own answer and leaves no trace but its nonce.
+fn apply_job(
+    tx: &Transaction,
+    job: &Job,
+    state: &mut WriterState,
+    config: &Config,
+    control: &dyn TrainingControl,
+    now_ms: i64,
+) -> rusqlite::Result<Result<Reply, ApiError>> {
+    if let Some(nonce) = &job.nonce {
+        let fresh = tx.execute(
+            "INSERT OR IGNORE INTO nonces (nonce, seen_at) VALUES (?1, ?2)",
+            params![nonce, now_ms / 1000],
+        )?;
+        if fresh == 0 {
+            return Ok(Err(ApiError::new(
+                401,
+                "replayed_nonce",
+                "This request's nonce was already used.",
+            )));
+        }
+    }
+    let key = job.op.idempotency_key();
+    if let Some((endpoint, event_id)) = &key {
+        let remembered = tx
+            .query_row(
+                "SELECT status, body FROM answers WHERE endpoint = ?1 AND event_id = ?2",
+                params![endpoint, event_id],
+                |r| {
+                    Ok(Reply {
+                        status: r.get(0)?,
+                        body: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?;
+        if let Some(reply) = remembered {
+            return Ok(Ok(reply));
+        }
+    }
+    tx.execute_batch("SAVEPOINT job")?;
+    let saved = state.clone();
+    let answer = {
+        let mut ctx = Ctx {
+            tx,
+            now_ms,
+            state,
+            config,
+            control,
+        };
+        job.op.apply(&mut ctx)
+    };
+    match answer {
+        Ok(reply) => {
+            if let Some((endpoint, event_id)) = &key {
+                tx.execute(
+                    "INSERT INTO answers (endpoint, event_id, status, body) VALUES (?1, ?2, ?3, ?4)",
+                    params![endpoint, event_id, reply.status, reply.body],
+                )?;
+            }
+            tx.execute_batch("RELEASE job")?;
+            Ok(Ok(reply))
+        }
+        Err(OpError::Api(e)) => {
+            tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            *state = saved;
+            Ok(Err(e))
+        }
+        Err(OpError::Storage(e)) => Err(e),
+    }
+}
+
+fn prune_nonces(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM nonces WHERE seen_at < ?1",
+        params![now_ms / 1000 - NONCE_KEEP_S],
+    )
+}
+
+/// An operation fails either with an answer for the client or with a storage error.
+#[derive(Debug)]
+pub enum OpError {
+    Api(ApiError),
+    Storage(rusqlite::Error),
+}
+
+impl From<ApiError> for OpError {
+    fn from(e: ApiError) -> Self {
+        OpError::Api(e)
+    }
+}
+
+impl From<rusqlite::Error> for OpError {
+    fn from(e: rusqlite::Error) -> Self {
+        OpError::Storage(e)
+    }
+}
