@@ -1,0 +1,246 @@
+//! Our own Llama/Qwen-family decoder built only from differentiable candle ops (plus the two
+//! custom ops in [`crate::ops`], which carry their own backward). The base is frozen; LoRA on
+//! q, k, v and o is added when a [`LoraSet`] is given.
+
+use candle_core::{D, DType, Device, Tensor};
+
+use crate::error::{Result, TensorContext, TrainerError};
+use crate::lora::LoraSet;
+use crate::model::{BaseWeights, ModelConfig};
+use crate::ops::{frozen_linear, token_logprobs};
+
+/// A forward pass over a frozen base.
+pub struct Decoder<'m> {
+    cfg: &'m ModelConfig,
+    w: &'m BaseWeights,
+    inv_freq: Vec<f64>,
+}
+
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let r = (ms + eps)?.sqrt()?.recip()?;
+    x.broadcast_mul(&r)?.broadcast_mul(w)
+}
+
+fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    // softmax is shift-invariant, so the max needs no gradient.
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&m)?.exp()?;
+    let s = e.sum_keepdim(D::Minus1)?;
+    e.broadcast_div(&s)
+}
+
+fn rotate_half(x: &Tensor) -> candle_core::Result<Tensor> {
+    let half = x.dim(D::Minus1)? / 2;
+    let x1 = x.narrow(D::Minus1, 0, half)?;
+    let x2 = x.narrow(D::Minus1, half, half)?;
+    Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)
+}
+
+struct LoraRef {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+}
+
+fn linear(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    lora: Option<&LoraRef>,
+) -> candle_core::Result<Tensor> {
+    let mut y = frozen_linear(x, w)?;
+    if let Some(b) = bias {
+        y = y.broadcast_add(b)?;
+    }
+    if let Some(l) = lora {
+        let d = x.matmul(&l.a.t()?)?.matmul(&l.b.t()?)?;
+        y = (y + (d * l.scale)?)?;
+    }
+    Ok(y)
+}
+
+impl<'m> Decoder<'m> {
+    pub fn new(cfg: &'m ModelConfig, w: &'m BaseWeights) -> Self {
+        let hd = cfg.head_dim;
+        let mut inv_freq: Vec<f64> = (0..hd / 2)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64))
+            .collect();
+        if let Some(s) = cfg.rope_scaling {
+            let low_wavelen = s.original_max_position_embeddings as f64 / s.low_freq_factor;
+            let high_wavelen = s.original_max_position_embeddings as f64 / s.high_freq_factor;
+            for f in inv_freq.iter_mut() {
+                let wavelen = 2.0 * std::f64::consts::PI / *f;
+                if wavelen > low_wavelen {
+                    *f /= s.factor;
+                } else if wavelen >= high_wavelen {
+                    let smooth = (s.original_max_position_embeddings as f64 / wavelen
+                        - s.low_freq_factor)
+                        / (s.high_freq_factor - s.low_freq_factor);
+                    *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
+                }
+            }
+        }
+        Self { cfg, w, inv_freq }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        self.cfg
+    }
+
+    fn device(&self) -> &Device {
+        self.w.device()
+    }
+
+    fn dtype(&self) -> DType {
+        self.w.dtype()
+    }
+
+    fn rope_tables(&self, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(t * half * 2);
+        let mut sin = Vec::with_capacity(t * half * 2);
+        for p in 0..t {
+            for _ in 0..2 {
+                for f in &self.inv_freq {
+                    let a = p as f64 * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+            }
+        }
+        let dev = self.device();
+        let cos = Tensor::from_vec(cos, (t, half * 2), dev)?.to_dtype(self.dtype())?;
+        let sin = Tensor::from_vec(sin, (t, half * 2), dev)?.to_dtype(self.dtype())?;
+        Ok((cos, sin))
+    }
+
+    fn causal_mask(&self, rep: usize, t: usize) -> candle_core::Result<Tensor> {
+        let mut m = Vec::with_capacity(rep * t * t);
+        for _ in 0..rep {
+            for i in 0..t {
+                for j in 0..t {
+                    m.push(if j > i { f64::NEG_INFINITY } else { 0.0 });
+                }
+            }
+        }
+        Tensor::from_vec(m, (rep * t, t), self.device())?.to_dtype(self.dtype())
+    }
+
+    /// Hidden states (tokens, hidden) after the last layer, before the final norm.
+    fn hidden(
+        &self,
+        ids: &[u32],
+        lora: Option<&LoraSet>,
+        track: bool,
+    ) -> candle_core::Result<Tensor> {
+        let cfg = self.cfg;
+        let t = ids.len();
+        let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let rep = nh / nkv;
+        let idx = Tensor::from_slice(ids, t, self.device())?;
+        let mut x = self.w.embed.index_select(&idx, 0)?;
+        let (cos, sin) = self.rope_tables(t)?;
+        let mask = self.causal_mask(rep, t)?;
+        let scale_qk = 1.0 / (hd as f64).sqrt();
+        for (li, lw) in self.w.layers.iter().enumerate() {
+            let lr: Option<Vec<LoraRef>> = lora.map(|set| {
+                set.layers[li]
+                    .iter()
+                    .map(|p| {
+                        let (a, b) = if track {
+                            (p.a.as_tensor().clone(), p.b.as_tensor().clone())
+                        } else {
+                            (p.a.as_tensor().detach(), p.b.as_tensor().detach())
+                        };
+                        LoraRef {
+                            a,
+                            b,
+                            scale: set.scale(),
+                        }
+                    })
+                    .collect()
+            });
+            let l = |j: usize| lr.as_ref().map(|v| &v[j]);
+            let bias = |j: usize| lw.qkv_bias.as_ref().map(|b| &b[j]);
+            let h = rms_norm(&x, &lw.attn_norm, cfg.rms_eps)?;
+            let q = linear(&h, &lw.proj[0], bias(0), l(0))?;
+            let k = linear(&h, &lw.proj[1], bias(1), l(1))?;
+            let v = linear(&h, &lw.proj[2], bias(2), l(2))?;
+            let mut q = q.reshape((t, nh, hd))?.transpose(0, 1)?.contiguous()?;
+            let mut k = k.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+            let v = v.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+            if let Some([qn, kn]) = &lw.qk_norm {
+                q = rms_norm(&q, qn, cfg.rms_eps)?;
+                k = rms_norm(&k, kn, cfg.rms_eps)?;
+            }
+            let q = (q.broadcast_mul(&cos)? + rotate_half(&q)?.broadcast_mul(&sin)?)?;
+            let k = (k.broadcast_mul(&cos)? + rotate_half(&k)?.broadcast_mul(&sin)?)?;
+            // Grouped-query attention without copying k/v: the `rep` query heads of one kv
+            // head are stacked along the token axis.
+            let q = q.reshape((nkv, rep * t, hd))?;
+            let att = (q.matmul(&k.t()?)? * scale_qk)?.broadcast_add(&mask)?;
+            let p = softmax_last(&att)?;
+            let o = p
+                .matmul(&v)?
+                .reshape((nh, t, hd))?
+                .transpose(0, 1)?
+                .reshape((t, nh * hd))?;
+            let o = linear(&o, &lw.proj[3], None, l(3))?;
+            x = (x + o)?;
+            let h = rms_norm(&x, &lw.mlp_norm, cfg.rms_eps)?;
+            let g = frozen_linear(&h, &lw.gate)?;
+            let u = frozen_linear(&h, &lw.up)?;
+            let a = (g.silu()? * u)?;
+            x = (x + frozen_linear(&a, &lw.down)?)?;
+        }
+        Ok(x)
+    }
+
+    /// Log-probabilities of `ids[start..]`, each given the tokens before it: shape
+    /// (ids.len() − start,). Logits are computed for those positions only. With `track`,
+    /// the result carries the graph back to the LoRA variables.
+    pub fn response_logprobs(
+        &self,
+        ids: &[u32],
+        start: usize,
+        lora: Option<&LoraSet>,
+        track: bool,
+    ) -> Result<Tensor> {
+        if start == 0 || start >= ids.len() {
+            return Err(TrainerError::Request(format!(
+                "response must start after the first token and before the end (start {start}, length {})",
+                ids.len()
+            )));
+        }
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
+            return Err(TrainerError::Request(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.cfg.vocab_size
+            )));
+        }
+        let n = ids.len() - start;
+        let run = || -> candle_core::Result<Tensor> {
+            let x = self.hidden(ids, lora, track)?;
+            let x = x.narrow(0, start - 1, n)?;
+            let x = rms_norm(&x, &self.w.final_norm, self.cfg.rms_eps)?;
+            let logits = frozen_linear(&x, &self.w.lm_head)?;
+            token_logprobs(&logits, &ids[start..])
+        };
+        run().ctx("decoder forward")
+    }
+
+    /// Next-token logits at the last position (for tests and sampling checks).
+    pub fn last_logits(&self, ids: &[u32], lora: Option<&LoraSet>) -> Result<Tensor> {
+        let run = || -> candle_core::Result<Tensor> {
+            let x = self.hidden(ids, lora, false)?;
+            let x = x.narrow(0, ids.len() - 1, 1)?;
+            let x = rms_norm(&x, &self.w.final_norm, self.cfg.rms_eps)?;
+            frozen_linear(&x, &self.w.lm_head)?.squeeze(0)
+        };
+        if ids.is_empty() {
+            return Err(TrainerError::Request("no tokens".into()));
+        }
+        run().ctx("decoder forward")
+    }
+}

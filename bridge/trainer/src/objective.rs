@@ -1,0 +1,367 @@
+//! The training objective of DESIGN.md ("The learning algorithm").
+//!
+//! For one rated reply (one sample) with reward r ∈ [−1, 1] and response tokens t:
+//!
+//! * advantage `A = r − b`, where `b` is an exponential moving average of past rewards of the
+//!   model (decay 0.99), read before the sample and updated after it ([`Baseline`]). No
+//!   per-batch z-score: that would erase the baseline.
+//! * with a hint (the reason given with a bad rating), a token-level on-policy-distillation
+//!   term: `A_t = A + w · clip(ℓ_teacher,t − ℓ_ref,t, −C, C)`, where the teacher is the frozen
+//!   base conditioned on the hint and `ℓ_ref` the frozen base without it. Subtracting the base
+//!   (not the behaviour adapter) isolates what the hint changes.
+//! * per-token ratio `ρ_t = exp(ℓ_θ,t − ℓ_beh,t)` against the behaviour policy, PPO-style
+//!   surrogate `actor = −mean_t min(ρ_t A_t, clip(ρ_t, 0.5, 2.0) A_t)`.
+//! * drift filter on the geometric-mean ratio against the frozen base,
+//!   `log ρ̄ = mean_t(ℓ_θ,t − ℓ_ref,t)`: its excess in the direction the sample pushes,
+//!   `e = sign(mean_t A_t) · log ρ̄`, gives a stop-gradient scale `s = 1` for `e ≤ δ`,
+//!   `s = δ/e` for `δ < e ≤ δ_hard`, and `s = 0` beyond (the trajectory is filtered). A sample
+//!   that would pull the policy back toward the base is never damped.
+//! * k3 KL estimate against the frozen base, `kl = mean_t (exp(ℓ_ref − ℓ_θ) − (ℓ_ref − ℓ_θ) − 1)`.
+//! * sample loss `L = s · actor + β · kl`; a step averages L over its samples.
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TensorContext, TrainerError};
+
+/// Exponential moving average of past rewards for one model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub value: f64,
+    /// Number of rewards folded in so far.
+    pub count: u64,
+}
+
+impl Baseline {
+    pub const DECAY: f64 = 0.99;
+
+    /// Folds one reward in: `b ← d·b + (1 − d)·r`.
+    pub fn update(&mut self, reward: f64, decay: f64) {
+        self.value = decay * self.value + (1.0 - decay) * reward;
+        self.count += 1;
+    }
+}
+
+/// Advantages `A_i = r_i − b_{i−1}` for rewards in time order, and the baseline after them.
+pub fn advantages(rewards: &[f64], baseline: Baseline, decay: f64) -> Result<(Vec<f64>, Baseline)> {
+    let mut b = baseline;
+    let mut out = Vec::with_capacity(rewards.len());
+    for &r in rewards {
+        if !r.is_finite() || !(-1.0..=1.0).contains(&r) {
+            return Err(TrainerError::Request(format!(
+                "reward {r} is outside [-1, 1]"
+            )));
+        }
+        out.push(r - b.value);
+        b.update(r, decay);
+    }
+    Ok((out, b))
+}
+
+/// Per-token advantages: the sample's advantage plus the clipped hint-teacher difference.
+pub fn token_advantages(
+    advantage: f64,
+    teacher: Option<&[f32]>,
+    reference: &[f32],
+    opd_clip: f64,
+    opd_weight: f64,
+) -> Vec<f64> {
+    match teacher {
+        None => vec![advantage; reference.len()],
+        Some(t) => t
+            .iter()
+            .zip(reference)
+            .map(|(&lt, &lr)| {
+                advantage + opd_weight * (lt as f64 - lr as f64).clamp(-opd_clip, opd_clip)
+            })
+            .collect(),
+    }
+}
+
+/// `−mean_t min(ρ_t A_t, clip(ρ_t, lo, hi) A_t)` with `ρ_t = exp(lp_new − lp_beh)`.
+pub fn clipped_surrogate(
+    lp_new: &Tensor,
+    lp_beh: &Tensor,
+    adv: &Tensor,
+    lo: f64,
+    hi: f64,
+) -> candle_core::Result<Tensor> {
+    let ratio = (lp_new - lp_beh.detach())?.exp()?;
+    let unclipped = (&ratio * adv)?;
+    let clipped = (ratio.clamp(lo, hi)? * adv)?;
+    unclipped.minimum(&clipped)?.mean_all()?.neg()
+}
+
+/// k3 estimate of KL(π_θ ‖ π_ref) averaged over tokens.
+pub fn k3_kl(lp_new: &Tensor, lp_ref: &Tensor) -> candle_core::Result<Tensor> {
+    let d = (lp_ref.detach() - lp_new)?;
+    ((d.exp()? - &d)? - 1.0)?.mean_all()
+}
+
+/// Drift filter: (scale, log ρ̄) from per-token log-probs (values only, no gradient).
+pub fn drift_scale(
+    lp_new: &[f32],
+    lp_ref: &[f32],
+    mean_advantage: f64,
+    band: f64,
+    hard: f64,
+) -> (f64, f64) {
+    let n = lp_new.len().max(1) as f64;
+    let log_rho: f64 = lp_new
+        .iter()
+        .zip(lp_ref)
+        .map(|(&a, &b)| a as f64 - b as f64)
+        .sum::<f64>()
+        / n;
+    let excess = if mean_advantage >= 0.0 {
+        log_rho
+    } else {
+        -log_rho
+    };
+    let scale = if excess <= band {
+        1.0
+    } else if excess <= hard {
+        band / excess
+    } else {
+        0.0
+    };
+    (scale, log_rho)
+}
+
+/// Settings of the objective.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ObjectiveParams {
+    pub ratio_clip_low: f64,
+    pub ratio_clip_high: f64,
+    pub kl_beta: f64,
+    /// δ: drift (mean log-ratio against the base) allowed before damping.
+    pub drift_band: f64,
+    /// Drift beyond which a trajectory is filtered out.
+    pub drift_hard: f64,
+    /// C: clip of the hint-teacher log-prob difference.
+    pub opd_clip: f64,
+    pub opd_weight: f64,
+    pub ema_decay: f64,
+}
+
+impl Default for ObjectiveParams {
+    fn default() -> Self {
+        Self {
+            ratio_clip_low: 0.5,
+            ratio_clip_high: 2.0,
+            kl_beta: 0.001,
+            drift_band: 0.1,
+            drift_hard: 0.5,
+            opd_clip: 1.0,
+            opd_weight: 1.0,
+            ema_decay: Baseline::DECAY,
+        }
+    }
+}
+
+/// One sample's loss and its diagnostics.
+pub struct SampleLoss {
+    pub loss: Tensor,
+    pub actor: f64,
+    pub kl: f64,
+    pub scale: f64,
+    pub log_rho_base: f64,
+    /// Fraction of tokens whose ratio against the behaviour policy is outside the clip band.
+    pub clipped_fraction: f64,
+}
+
+/// `L = s · actor + β · kl` for one sample.
+pub fn sample_loss(
+    p: &ObjectiveParams,
+    lp_new: &Tensor,
+    lp_beh: &[f32],
+    lp_ref: &[f32],
+    token_adv: &[f64],
+) -> Result<SampleLoss> {
+    let n = lp_beh.len();
+    if lp_ref.len() != n || token_adv.len() != n || lp_new.dims() != [n] {
+        return Err(TrainerError::Request("log-prob lengths differ".into()));
+    }
+    let dev = lp_new.device();
+    let dt = lp_new.dtype();
+    let mk = |v: Vec<f64>| Tensor::from_vec(v, n, dev).and_then(|t| t.to_dtype(dt));
+    let beh = mk(lp_beh.iter().map(|&x| x as f64).collect()).ctx("behaviour log-probs")?;
+    let rf = mk(lp_ref.iter().map(|&x| x as f64).collect()).ctx("reference log-probs")?;
+    let adv = mk(token_adv.to_vec()).ctx("advantages")?;
+    let new_vals: Vec<f32> = lp_new
+        .to_dtype(candle_core::DType::F32)
+        .and_then(|t| t.to_vec1())
+        .ctx("reading log-probs")?;
+    let mean_adv = token_adv.iter().sum::<f64>() / n.max(1) as f64;
+    let (scale, log_rho_base) =
+        drift_scale(&new_vals, lp_ref, mean_adv, p.drift_band, p.drift_hard);
+    let clipped_fraction = new_vals
+        .iter()
+        .zip(lp_beh)
+        .filter(|&(&a, &b)| {
+            let r = ((a - b) as f64).exp();
+            r < p.ratio_clip_low || r > p.ratio_clip_high
+        })
+        .count() as f64
+        / n.max(1) as f64;
+    let actor = clipped_surrogate(lp_new, &beh, &adv, p.ratio_clip_low, p.ratio_clip_high)
+        .ctx("surrogate")?;
+    let kl = k3_kl(lp_new, &rf).ctx("kl")?;
+    let loss = ((&actor * scale).and_then(|a| a + (&kl * p.kl_beta)?)).ctx("sample loss")?;
+    let val = |t: &Tensor| -> Result<f64> {
+        t.to_dtype(candle_core::DType::F64)
+            .and_then(|t| t.to_scalar::<f64>())
+            .ctx("reading loss")
+    };
+    Ok(SampleLoss {
+        actor: val(&actor)?,
+        kl: val(&kl)?,
+        loss,
+        scale,
+        log_rho_base,
+        clipped_fraction,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn t(v: &[f64]) -> Tensor {
+        Tensor::from_vec(v.to_vec(), v.len(), &Device::Cpu).unwrap()
+    }
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+    }
+
+    #[test]
+    fn ema_baseline_advantages_are_reward_minus_previous_baseline() {
+        let (a, b) = advantages(
+            &[1.0, 1.0, -1.0],
+            Baseline {
+                value: 0.5,
+                count: 3,
+            },
+            0.99,
+        )
+        .unwrap();
+        // b0 = 0.5; b1 = 0.99*0.5 + 0.01 = 0.505; b2 = 0.99*0.505 + 0.01 = 0.50995
+        close(a[0], 0.5);
+        close(a[1], 1.0 - 0.505);
+        close(a[2], -1.0 - 0.50995);
+        close(b.value, 0.99 * 0.50995 - 0.01);
+        assert_eq!(b.count, 6);
+    }
+
+    #[test]
+    fn advantages_of_a_single_sign_batch_are_not_normalised_away() {
+        let (a, _) = advantages(&[-1.0, -1.0], Baseline::default(), 0.99).unwrap();
+        close(a[0], -1.0);
+        close(a[1], -1.0 + 0.01 * -1.0 * -1.0);
+    }
+
+    #[test]
+    fn rewards_outside_range_are_rejected() {
+        assert!(advantages(&[1.5], Baseline::default(), 0.99).is_err());
+        assert!(advantages(&[f64::NAN], Baseline::default(), 0.99).is_err());
+    }
+
+    #[test]
+    fn hint_teacher_difference_is_clipped_and_added() {
+        let a = token_advantages(
+            -0.5,
+            Some(&[-1.0, -5.0, -2.0]),
+            &[-2.0, -1.0, -2.5],
+            1.0,
+            1.0,
+        );
+        // diffs 1.0, -4.0 -> -1.0 (clipped), 0.5
+        assert_eq!(a, vec![0.5, -1.5, 0.0]);
+        assert_eq!(
+            token_advantages(0.3, None, &[0.0, 0.0], 1.0, 1.0),
+            vec![0.3, 0.3]
+        );
+    }
+
+    #[test]
+    fn clipped_surrogate_matches_hand_computation() {
+        // ratios e^0 = 1, e^1 = 2.718 (clipped to 2), e^-1 = 0.3679 (clipped to 0.5)
+        let new = t(&[0.0, 1.0, -1.0]);
+        let beh = t(&[0.0, 0.0, 0.0]);
+        // positive advantage: min(rA, clip(r)A) = 1, 2, 0.3679
+        let l = clipped_surrogate(&new, &beh, &t(&[1.0, 1.0, 1.0]), 0.5, 2.0).unwrap();
+        close(
+            l.to_scalar::<f64>().unwrap(),
+            -(1.0 + 2.0 + (-1.0f64).exp()) / 3.0,
+        );
+        // negative advantage: min(-r, -clip(r)) = -1, -2.718, -0.5
+        let l = clipped_surrogate(&new, &beh, &t(&[-1.0, -1.0, -1.0]), 0.5, 2.0).unwrap();
+        close(
+            l.to_scalar::<f64>().unwrap(),
+            (1.0 + 1f64.exp() + 0.5) / 3.0,
+        );
+    }
+
+    #[test]
+    fn clipped_surrogate_gradient_vanishes_where_clipped() {
+        let new = Var::from_vec(vec![0.0f64, 1.0, -1.0], 3, &Device::Cpu).unwrap();
+        let l =
+            clipped_surrogate(&new, &t(&[0.0, 0.0, 0.0]), &t(&[1.0, 1.0, 1.0]), 0.5, 2.0).unwrap();
+        let g = l.backward().unwrap();
+        let g = g.get(&new).unwrap().to_vec1::<f64>().unwrap();
+        // d/dlp of -(1/3) r A = -(1/3) r: token 0: -1/3; token 1 clipped: 0; token 2 unclipped branch is the min: -(1/3)e^-1
+        close(g[0], -1.0 / 3.0);
+        close(g[1], 0.0);
+        close(g[2], -(-1.0f64).exp() / 3.0);
+    }
+
+    #[test]
+    fn k3_kl_matches_hand_computation() {
+        let kl = k3_kl(&t(&[-1.0, -2.0]), &t(&[-1.5, -1.0])).unwrap();
+        // d = ref - new = -0.5, 1.0 ; k = e^d - d - 1
+        let want = (((-0.5f64).exp() + 0.5 - 1.0) + (1f64.exp() - 1.0 - 1.0)) / 2.0;
+        close(kl.to_scalar::<f64>().unwrap(), want);
+        let zero = k3_kl(&t(&[-1.0, -2.0]), &t(&[-1.0, -2.0])).unwrap();
+        close(zero.to_scalar::<f64>().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn drift_scale_damps_then_filters_only_in_the_pushed_direction() {
+        let r = [-1.0f32, -1.0];
+        // log ρ̄ = 0.05: inside band 0.1
+        assert_eq!(drift_scale(&[-0.95, -0.95], &r, 1.0, 0.1, 0.5).0, 1.0);
+        // log ρ̄ = 0.25: damped to 0.1/0.25
+        let (s, lr) = drift_scale(&[-0.75, -0.75], &r, 1.0, 0.1, 0.5);
+        close(lr, 0.25);
+        close(s, 0.4);
+        // log ρ̄ = 1: filtered
+        assert_eq!(drift_scale(&[0.0, 0.0], &r, 1.0, 0.1, 0.5).0, 0.0);
+        // the same drift with a negative advantage pulls back toward the base: not damped
+        assert_eq!(drift_scale(&[0.0, 0.0], &r, -1.0, 0.1, 0.5).0, 1.0);
+        // negative drift with negative advantage: damped
+        let (s, _) = drift_scale(&[-1.25, -1.25], &r, -1.0, 0.1, 0.5);
+        close(s, 0.4);
+    }
+
+    #[test]
+    fn sample_loss_combines_scaled_actor_and_kl() {
+        let p = ObjectiveParams {
+            kl_beta: 0.5,
+            drift_band: 0.1,
+            drift_hard: 0.5,
+            ..Default::default()
+        };
+        let new = t(&[-0.75, -0.75]);
+        let s = sample_loss(&p, &new, &[-1.0, -1.0], &[-1.0, -1.0], &[1.0, 1.0]).unwrap();
+        let ratio = 0.25f64.exp();
+        let actor = -ratio;
+        let d = -0.25f64;
+        let kl = d.exp() - d - 1.0;
+        close(s.actor, actor);
+        close(s.kl, kl);
+        close(s.scale, 0.4);
+        close(s.loss.to_scalar::<f64>().unwrap(), 0.4 * actor + 0.5 * kl);
+        assert_eq!(s.clipped_fraction, 0.0);
+    }
+}
