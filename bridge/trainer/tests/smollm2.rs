@@ -36,10 +36,16 @@ fn gguf_loads_with_tokenizer_template_and_answers_paris() {
     );
     assert_eq!(m.decode(&ids).unwrap(), text, "tokenizer round trip");
     let dec = Decoder::new(&m.config, &m.weights);
-    let logits = dec.last_logits(&ids, None).unwrap();
-    let top = logits.argmax(0).unwrap().to_scalar::<u32>().unwrap();
-    let word = m.decode(&[top]).unwrap();
-    assert_eq!(word, " Paris", "top token");
+    let top = |ids: &[u32]| {
+        let logits = dec.last_logits(ids, None).unwrap();
+        m.decode(&[logits.argmax(0).unwrap().to_scalar::<u32>().unwrap()])
+            .unwrap()
+    };
+    assert_eq!(top(&ids), "The", "first word of the reply");
+    let ids = m
+        .encode(&format!("{text}The capital of France is"))
+        .unwrap();
+    assert_eq!(top(&ids), " Paris");
 }
 
 const TRAIN: [(&str, &str); 4] = [
