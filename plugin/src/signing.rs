@@ -92,6 +92,17 @@ impl Key {
         headers
     }
 
+    /// The `X-Rlclaw-Signature` value the bridge puts on a response (for tests and stand-ins).
+    pub fn sign_response(&self, timestamp: u64, nonce: &str, status: u16, body: &[u8]) -> String {
+        let canonical = format!(
+            "rlclaw-v1-response\n{timestamp}\n{nonce}\n{status}\n{}",
+            sha256_hex(body)
+        );
+        let mut mac = self.mac();
+        mac.update(canonical.as_bytes());
+        format!("v1={}", hex(&mac.finalize().into_bytes()))
+    }
+
     /// Checks a response's signature against the request's nonce and its timestamp against our
     /// clock. The error says what was wrong, for a log line.
     pub fn verify_response(

@@ -715,3 +715,366 @@ pub const NOT_CONFIGURED_TEXT: &str = "rlclaw is not set up yet: its bridge key 
 pub const UNREACHABLE_TEXT: &str =
     "rlclaw can't reach its bridge right now (is `rlclaw serve` running?). Please try again later.";
 pub const QUEUED_TEXT: &str = "⏳ Noted. The rlclaw bridge is not reachable right now, so your rating waits and is sent when it is back.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::Key;
+
+    const KEY: &str = "5c1a9c0f1e2d3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f708192a3b4c5d6e";
+    const S: &str = "agent:main:main";
+
+    fn place(chat: &str) -> Place {
+        Place {
+            channel: "telegram".into(),
+            account: None,
+            chat: Some(chat.into()),
+            session: S.into(),
+        }
+    }
+
+    fn configured() -> Plugin {
+        let mut p = Plugin::new();
+        let fx = p.handle(
+            1_000_000,
+            &[1; 16],
+            Event::Configure(Config {
+                key_hex: KEY.into(),
+                ..Config::default()
+            }),
+        );
+        assert!(matches!(
+            fx[0],
+            Effect::Log {
+                level: LogLevel::Info,
+                ..
+            }
+        ));
+        p
+    }
+
+    fn requests(fx: &[Effect]) -> Vec<&BridgeRequest> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Request(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn replies(fx: &[Effect]) -> Vec<&str> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Reply { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A signed answer to `req`, as the bridge would give it.
+    fn answer(now: u64, req: &BridgeRequest, status: u16, body: &str) -> Event {
+        let key = Key::from_hex(KEY).unwrap();
+        let nonce = &req
+            .headers
+            .iter()
+            .find(|(k, _)| k == "x-rlclaw-nonce")
+            .unwrap()
+            .1;
+        let ts = now / 1000;
+        Event::BridgeResponse(BridgeResponse {
+            id: req.id,
+            status,
+            headers: vec![
+                ("x-rlclaw-timestamp".into(), ts.to_string()),
+                (
+                    "x-rlclaw-signature".into(),
+                    key.sign_response(ts, nonce, status, body.as_bytes()),
+                ),
+            ],
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    fn turn(p: &mut Plugin, now: u64) {
+        p.handle(
+            now,
+            &[2; 16],
+            Event::Inbound(InboundMessage {
+                place: place("42"),
+                sender: "42".into(),
+                message_id: Some("1".into()),
+                text: "secret prompt".into(),
+                ..Default::default()
+            }),
+        );
+        p.handle(
+            now,
+            &[3; 16],
+            Event::Outbound(OutboundMessage {
+                place: place("42"),
+                text: "secret reply".into(),
+                message_ids: vec!["2".into()],
+                model: None,
+            }),
+        );
+    }
+
+    fn rate(p: &mut Plugin, now: u64, id: &str) -> Vec<Effect> {
+        p.handle(
+            now,
+            &[4; 16],
+            Event::Command(Command {
+                id: id.into(),
+                place: place("42"),
+                sender: "42".into(),
+                name: "rl".into(),
+                args: "good".into(),
+            }),
+        )
+    }
+
+    #[test]
+    fn nothing_is_sent_before_a_valid_key() {
+        let mut p = Plugin::new();
+        turn(&mut p, 1000);
+        let fx = rate(&mut p, 1000, "c1");
+        assert!(requests(&fx).is_empty());
+        assert_eq!(replies(&fx), [NOT_CONFIGURED_TEXT]);
+        let fx = p.handle(
+            5000,
+            &[0; 16],
+            Event::Configure(Config {
+                key_hex: "nope".into(),
+                ..Config::default()
+            }),
+        );
+        assert!(matches!(
+            fx[0],
+            Effect::Log {
+                level: LogLevel::Error,
+                ..
+            }
+        ));
+        assert!(requests(&p.handle(9000, &[0; 16], Event::Tick)).is_empty());
+    }
+
+    #[test]
+    fn the_bridge_proves_itself_before_any_chat_text_and_order_holds() {
+        let mut p = configured();
+        let now = 1_000_000;
+        turn(&mut p, now);
+        let fx = rate(&mut p, now, "c1");
+        let reqs = requests(&fx);
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(
+            (reqs[0].method.as_str(), reqs[0].path.as_str()),
+            ("GET", "/v1/status")
+        );
+        assert!(reqs[0].body.is_empty());
+        let proof = reqs[0].clone();
+        // an unsigned answer: nothing more is sent
+        let fx = p.handle(
+            now,
+            &[5; 16],
+            Event::BridgeResponse(BridgeResponse {
+                id: proof.id,
+                status: 200,
+                headers: vec![],
+                body: b"{}".to_vec(),
+            }),
+        );
+        assert!(requests(&fx).is_empty());
+        assert!(fx.iter().any(|e| matches!(
+            e,
+            Effect::Log {
+                level: LogLevel::Error,
+                ..
+            }
+        )));
+        assert_eq!(replies(&fx), [QUEUED_TEXT], "the person hears it waits");
+        assert_eq!(p.queued(), 2);
+        // after the backoff it proves again; this time with a signature
+        let fx = p.handle(now + 1_000, &[6; 16], Event::Tick);
+        let proof = requests(&fx)[0].clone();
+        assert_eq!(proof.path, "/v1/status");
+        let fx = p.handle(
+            now + 1_000,
+            &[7; 16],
+            answer(now + 1_000, &proof, 200, "{}"),
+        );
+        let cap = requests(&fx)[0].clone();
+        assert_eq!(cap.path, "/v1/turns");
+        assert!(String::from_utf8_lossy(&cap.body).contains("secret prompt"));
+        // a 5xx keeps it queued and needs a new proof
+        let fx = p.handle(now + 1_000, &[8; 16], answer(now + 1_000, &cap, 503, "{}"));
+        assert!(requests(&fx).is_empty());
+        let fx = p.handle(now + 3_000, &[9; 16], Event::Tick);
+        let proof = requests(&fx)[0].clone();
+        assert_eq!(proof.path, "/v1/status");
+        let fx = p.handle(
+            now + 3_000,
+            &[1; 16],
+            answer(now + 3_000, &proof, 200, "{}"),
+        );
+        let cap2 = requests(&fx)[0].clone();
+        assert_eq!(cap2.body, cap.body, "a retry resends the same body");
+        let fx = p.handle(now + 3_000, &[2; 16], answer(now + 3_000, &cap2, 201, "{}"));
+        let rating = requests(&fx)[0].clone();
+        assert_eq!(rating.path, "/v1/ratings");
+        let fx = p.handle(
+            now + 3_000,
+            &[3; 16],
+            answer(
+                now + 3_000,
+                &rating,
+                200,
+                r#"{"counts":{"good":5,"bad":2,"untrained":1}}"#,
+            ),
+        );
+        // the person was told already; nothing more is said
+        assert!(replies(&fx).is_empty());
+        assert_eq!(p.queued(), 0);
+    }
+
+    #[test]
+    fn a_rating_reply_shows_the_bridges_counts() {
+        let mut p = configured();
+        let now = 1_000_000;
+        turn(&mut p, now);
+        let fx = rate(&mut p, now, "c1");
+        let proof = requests(&fx)[0].clone();
+        let fx = p.handle(now, &[1; 16], answer(now, &proof, 200, "{}"));
+        let cap = requests(&fx)[0].clone();
+        let fx = p.handle(now, &[1; 16], answer(now, &cap, 201, "{}"));
+        let rating = requests(&fx)[0].clone();
+        let body: Value = serde_json::from_slice(&rating.body).unwrap();
+        assert_eq!(
+            body["target"]["turn_id"],
+            serde_json::from_slice::<Value>(&cap.body).unwrap()["turn_id"]
+        );
+        assert_eq!(body["source"], "command");
+        let fx = p.handle(
+            now,
+            &[3; 16],
+            answer(
+                now,
+                &rating,
+                200,
+                r#"{"counts":{"good":5,"bad":2,"untrained":1}}"#,
+            ),
+        );
+        let r = replies(&fx);
+        assert!(
+            r.iter().any(|t| t.contains("5 good, 2 bad, 1 waiting")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn client_errors_are_final_and_shown() {
+        let mut p = configured();
+        let now = 1_000_000;
+        let fx = rate(&mut p, now, "c1");
+        let proof = requests(&fx)[0].clone();
+        let fx = p.handle(now, &[1; 16], answer(now, &proof, 200, "{}"));
+        let rating = requests(&fx)[0].clone();
+        assert!(String::from_utf8_lossy(&rating.body).contains("latest"));
+        let body = r#"{"error":{"code":"turn_not_found","message":"No turn to rate yet."}}"#;
+        let fx = p.handle(now, &[1; 16], answer(now, &rating, 404, body));
+        assert_eq!(replies(&fx), ["⚠️ No turn to rate yet."]);
+        assert_eq!(p.queued(), 0);
+    }
+
+    #[test]
+    fn a_late_or_stale_answer_is_refused() {
+        let mut p = configured();
+        let now = 1_000_000;
+        let fx = rate(&mut p, now, "c1");
+        let proof = requests(&fx)[0].clone();
+        // signed, but 10 minutes off our clock
+        let fx = p.handle(now, &[1; 16], answer(now - 600_000, &proof, 200, "{}"));
+        assert!(requests(&fx).is_empty());
+        assert!(fx.iter().any(|e| matches!(
+            e,
+            Effect::Log {
+                level: LogLevel::Error,
+                ..
+            }
+        )));
+        // an answer to a request that is not in flight is ignored
+        let fx = p.handle(now, &[1; 16], answer(now, &proof, 200, "{}"));
+        assert!(requests(&fx).is_empty());
+    }
+
+    #[test]
+    fn unanswered_requests_time_out_and_are_retried() {
+        let mut p = configured();
+        let now = 1_000_000;
+        let fx = rate(&mut p, now, "c1");
+        assert_eq!(requests(&fx).len(), 1);
+        assert!(requests(&p.handle(now + 1_000, &[1; 16], Event::Tick)).is_empty());
+        let fx = p.handle(now + REQUEST_TIMEOUT_MS, &[1; 16], Event::Tick);
+        assert!(replies(&fx).contains(&QUEUED_TEXT));
+        let fx = p.handle(now + REQUEST_TIMEOUT_MS + 1_000, &[1; 16], Event::Tick);
+        assert_eq!(requests(&fx)[0].path, "/v1/status");
+    }
+
+    #[test]
+    fn group_reactions_from_others_are_ignored_silently() {
+        let mut p = configured();
+        let now = 1_000_000;
+        let g = place("-100");
+        p.handle(
+            now,
+            &[1; 16],
+            Event::Inbound(InboundMessage {
+                place: g.clone(),
+                sender: "alice".into(),
+                group: true,
+                message_id: Some("10".into()),
+                text: "q".into(),
+                ..Default::default()
+            }),
+        );
+        p.handle(
+            now,
+            &[1; 16],
+            Event::Outbound(OutboundMessage {
+                place: g,
+                text: "a".into(),
+                message_ids: vec!["11".into()],
+                model: None,
+            }),
+        );
+        let ev = |id: &str, user: &str| {
+            Event::Reaction(Reaction {
+                id: id.into(),
+                session: S.into(),
+                text: String::new(),
+                context_key: Some(format!("telegram:reaction:add:-100:11:{user}:👍")),
+            })
+        };
+        let fx = p.handle(now, &[1; 16], ev("r1", "bob"));
+        // the turn is captured (proof first), but no rating is queued and nobody is answered
+        assert!(replies(&fx).is_empty());
+        assert_eq!(p.queued(), 1);
+        // a text-only reaction in a group names nobody: ignored
+        let fx = p.handle(
+            now,
+            &[1; 16],
+            Event::Reaction(Reaction {
+                id: "r2".into(),
+                session: S.into(),
+                text: "Telegram reaction added: 👍 by A (@a) on msg 11".into(),
+                context_key: None,
+            }),
+        );
+        assert!(replies(&fx).is_empty());
+        assert_eq!(p.queued(), 1);
+        p.handle(now, &[1; 16], ev("r3", "alice"));
+        assert_eq!(p.queued(), 2);
+        // the same reaction event again is a duplicate
+        p.handle(now, &[1; 16], ev("r3", "alice"));
+        assert_eq!(p.queued(), 2);
+    }
+}
