@@ -2,3 +2,5 @@
 //! host the real plugin component.
 
 pub mod bridge;
+pub mod http;
+pub mod wasm_host;
