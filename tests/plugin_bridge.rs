@@ -448,4 +448,14 @@ fn buttons_rate_the_turn_that_owns_the_message() {
     assert!(r[0].text.contains("rated good"), "{}", r[0].text);
     assert_eq!(last(&host, "/v1/ratings").json()["source"], "button");
     assert_eq!(counts(&bridge), (1, 1, 0));
+    // a poll answer changes alice's mind
+    let r = host.feed(tap("b3", "alice", "poll:bad"));
+    assert!(r[0].text.contains("rated bad"), "{}", r[0].text);
+    assert_eq!(last(&host, "/v1/ratings").json()["source"], "poll");
+    assert_eq!(counts(&bridge), (1, 0, 1));
+    // an unknown payload is answered, not sent
+    let before = host.sent.len();
+    let r = host.feed(tap("b4", "alice", "maybe"));
+    assert_eq!(r.len(), 1);
+    assert_eq!(host.sent.len(), before);
 }

@@ -151,7 +151,7 @@ impl Key {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -162,19 +162,10 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 
 /// A SHA-256 based deterministic random bit generator, reseeded with the entropy that comes
 /// with every event. Its output names nonces; it never leaves the component otherwise.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Drbg {
     state: [u8; 32],
     counter: u64,
-}
-
-impl Default for Drbg {
-    fn default() -> Self {
-        Drbg {
-            state: [0; 32],
-            counter: 0,
-        }
-    }
 }
 
 impl Drbg {

@@ -1,6 +1,7 @@
 //! The plugin's state machine: one event in, effects out.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -21,7 +22,26 @@ pub const SEEN_TTL_MS: u64 = 24 * 3600 * 1000;
 /// Remembers recent event keys to drop duplicates; capped in count and age.
 #[derive(Debug, Default)]
 struct Seen {
-    entries: VecDeque<(u64, u64)>,
+    order: VecDeque<(u64, u64)>,
+    set: HashSet<u64, BuildHasherDefault<KeyHasher>>,
+}
+
+/// The keys are already hashes; no random seed is needed (nor available in the sandbox).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ (self.0 >> 56) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 fn fnv64(parts: &[&str]) -> u64 {
@@ -39,28 +59,29 @@ impl Seen {
     /// Records the key; false when it was seen already.
     fn insert(&mut self, now: u64, parts: &[&str]) -> bool {
         let h = fnv64(parts);
-        if self.entries.iter().any(|(k, _)| *k == h) {
+        if !self.set.insert(h) {
             return false;
         }
-        if self.entries.len() >= MAX_SEEN {
-            self.entries.pop_front();
+        if self.order.len() >= MAX_SEEN
+            && let Some((old, _)) = self.order.pop_front()
+        {
+            self.set.remove(&old);
         }
-        self.entries.push_back((h, now));
+        self.order.push_back((h, now));
         true
     }
 
     fn contains(&self, parts: &[&str]) -> bool {
-        let h = fnv64(parts);
-        self.entries.iter().any(|(k, _)| *k == h)
+        self.set.contains(&fnv64(parts))
     }
 
     fn expire(&mut self, now: u64) {
-        while self
-            .entries
-            .front()
-            .is_some_and(|(_, at)| now.saturating_sub(*at) > SEEN_TTL_MS)
-        {
-            self.entries.pop_front();
+        while let Some(&(h, at)) = self.order.front() {
+            if now.saturating_sub(at) <= SEEN_TTL_MS {
+                break;
+            }
+            self.order.pop_front();
+            self.set.remove(&h);
         }
     }
 }
@@ -408,7 +429,14 @@ impl Plugin {
             fx.push(Effect::reply(&cb.id, NOT_CONFIGURED_TEXT));
             return;
         }
-        let word = cb.data.split(':').next().unwrap_or("").trim();
+        // "good", "bad", "good:<anything>", or from a poll "poll:good".
+        let mut words = cb.data.split(':').map(str::trim);
+        let mut word = words.next().unwrap_or("");
+        let mut source = "button";
+        if word == "poll" {
+            source = "poll";
+            word = words.next().unwrap_or("");
+        }
         let value = match word {
             "good" => 1.0,
             "bad" => -1.0,
@@ -453,7 +481,7 @@ impl Plugin {
             target,
             &cb.sender,
             Some(value),
-            "button",
+            source,
             None,
             None,
             Some(&cb.id),
@@ -831,6 +859,21 @@ mod tests {
                 args: "good".into(),
             }),
         )
+    }
+
+    #[test]
+    fn the_duplicate_filter_is_capped_in_count_and_age() {
+        let mut seen = Seen::default();
+        assert!(seen.insert(0, &["a"]));
+        assert!(!seen.insert(1, &["a"]));
+        for i in 0..MAX_SEEN {
+            seen.insert(2, &["k", &i.to_string()]);
+        }
+        assert_eq!(seen.order.len(), MAX_SEEN);
+        assert_eq!(seen.set.len(), MAX_SEEN);
+        assert!(seen.insert(3, &["a"]), "the oldest key was forgotten");
+        seen.expire(SEEN_TTL_MS + 10);
+        assert!(seen.order.is_empty() && seen.set.is_empty());
     }
 
     #[test]

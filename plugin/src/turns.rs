@@ -290,9 +290,7 @@ impl Turns {
     /// Flushes the conversation's pending turn if it has a reply.
     fn flush_conv(&mut self, i: usize, lim: Limits) -> Option<Capture> {
         let conv = &mut self.convs[i];
-        if conv.pending.as_ref()?.last_out_at.is_none() {
-            return None;
-        }
+        conv.pending.as_ref()?.last_out_at?;
         let p = conv.pending.take()?;
         let message_ids = expand_ids(
             &conv.place.channel,
