@@ -41,10 +41,38 @@ pub fn engine_and_component() -> &'static (Engine, Component) {
         config.consume_fuel(true);
         config.max_wasm_stack(512 << 10);
         let engine = Engine::new(&config).expect("wasmtime engine");
-        let component =
-            Component::from_file(&engine, component_path()).expect("compile the plugin component");
+        let component = load_component(&engine);
         (engine, component)
     })
+}
+
+/// Compiles the component, or loads it precompiled from a cache file next to it. Compiling
+/// takes seconds in an unoptimised test build; loading takes a millisecond. The cache file is
+/// named after the component's bytes and the engine's compatibility hash, so a rebuilt
+/// component or another wasmtime never loads a stale one.
+fn load_component(engine: &Engine) -> Component {
+    use std::hash::Hash;
+    let bytes = std::fs::read(component_path()).expect("read the plugin component");
+    let mut h = std::hash::DefaultHasher::new();
+    bytes.hash(&mut h);
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let cache = format!("{}.{:016x}.cwasm", component_path(), h.finish());
+    if std::path::Path::new(&cache).exists() {
+        // SAFETY: the file was written below by `Component::serialize` for these very bytes
+        // and a compatible engine, in the build's own output folder.
+        if let Ok(c) = unsafe { Component::deserialize_file(engine, &cache) } {
+            return c;
+        }
+    }
+    let component = Component::new(engine, &bytes).expect("compile the plugin component");
+    if let Ok(serialized) = component.serialize() {
+        // Write then rename, so a test binary running in parallel never reads half a file.
+        let tmp = format!("{cache}.{}.tmp", std::process::id());
+        if std::fs::write(&tmp, serialized).is_ok() {
+            let _ = std::fs::rename(&tmp, &cache);
+        }
+    }
+    component
 }
 
 /// Everything the component imports, by name, each with what it would grant: the names of its
