@@ -12,6 +12,7 @@ pub mod lora;
 pub mod model;
 pub mod objective;
 pub mod ops;
+pub mod optim;
 pub mod preset;
 pub mod tiny;
 pub mod train;

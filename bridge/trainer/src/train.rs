@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::LoraWeights;
@@ -14,6 +14,7 @@ use crate::error::{Result, TensorContext, TrainerError};
 use crate::lora::{LoraSet, SplitMix64};
 use crate::model::{ChatMessage, LoadedModel, ModelSource};
 use crate::objective::{Baseline, advantages, sample_loss, token_advantages};
+use crate::optim::AdamW;
 use crate::preset::{HyperParams, ModelProfile, Preset};
 
 /// One rated reply.
@@ -205,47 +206,6 @@ fn values(t: &Tensor) -> Result<Vec<f32>> {
         .ctx("reading log-probs")
 }
 
-/// AdamW over LoRA variables with summed (accumulated) gradients.
-struct AdamW {
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-    t: i32,
-}
-
-impl AdamW {
-    fn new(vars: &[&Var]) -> Result<Self> {
-        let z = |v: &&Var| v.zeros_like().ctx("optimiser state");
-        Ok(Self {
-            m: vars.iter().map(z).collect::<Result<_>>()?,
-            v: vars.iter().map(z).collect::<Result<_>>()?,
-            t: 0,
-        })
-    }
-
-    fn step(&mut self, vars: &[&Var], grads: &[Tensor], h: &HyperParams) -> Result<()> {
-        self.t += 1;
-        let bc1 = 1.0 - h.beta1.powi(self.t);
-        let bc2 = 1.0 - h.beta2.powi(self.t);
-        for (i, (var, g)) in vars.iter().zip(grads).enumerate() {
-            let mut run = || -> candle_core::Result<()> {
-                let m = ((&self.m[i] * h.beta1)? + (g * (1.0 - h.beta1))?)?;
-                let v = ((&self.v[i] * h.beta2)? + (g.sqr()? * (1.0 - h.beta2))?)?;
-                let upd = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + h.adam_eps)?)?;
-                let mut theta = var.as_tensor().detach();
-                if h.weight_decay > 0.0 {
-                    theta = (&theta * (1.0 - h.lr * h.weight_decay))?;
-                }
-                var.set(&(theta - (upd * h.lr)?)?)?;
-                self.m[i] = m;
-                self.v[i] = v;
-                Ok(())
-            };
-            run().ctx("optimiser step")?;
-        }
-        Ok(())
-    }
-}
-
 fn load_adapter(path: &PathBuf, model: &LoadedModel) -> Result<LoraSet> {
     let (w, _) = LoraWeights::read_peft(path)?;
     w.check_compatible(&model.config)
@@ -405,35 +365,14 @@ pub fn train_with_model(
                 None => v.zeros_like().ctx("zero gradient"),
             })
             .collect::<Result<_>>()?;
-        let mut sq = 0.0f64;
-        for g in &grads {
-            sq += g
-                .sqr()
-                .and_then(|t| t.sum_all())
-                .and_then(|t| t.to_dtype(DType::F64))
-                .and_then(|t| t.to_scalar::<f64>())
-                .ctx("gradient norm")?;
-        }
-        let norm = sq.sqrt();
+        let mut grads = grads;
+        let norm = crate::optim::clip_grad_norm(&mut grads, h.grad_clip)?;
         if !norm.is_finite() {
             return Err(TrainerError::NonFinite(format!(
                 "gradient norm {norm} at step {step}"
             )));
         }
         last_norm = norm;
-        let clip = if norm > h.grad_clip {
-            h.grad_clip / (norm + 1e-6)
-        } else {
-            1.0
-        };
-        let grads = if clip < 1.0 {
-            grads
-                .iter()
-                .map(|g| (g * clip).ctx("clipping gradients"))
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            grads
-        };
         opt.step(&vars, &grads, &h)?;
         if first_loss.is_nan() {
             first_loss = step_loss;
