@@ -1,0 +1,205 @@
+//! `train` end to end on a tiny random model written to disk (Hugging Face folder path).
+
+use std::sync::atomic::AtomicBool;
+
+use rlclaw_trainer::tiny::write_tiny_model;
+use rlclaw_trainer::{
+    AdapterStore, Arch, Baseline, ChatMessage, LoadedModel, LoraWeights, ModelProfile, ModelSource,
+    NewVersion, Preset, Sample, TrainRequest, TrainerError, encode_sample, train, train_with_model,
+};
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("rlclaw-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn sample(id: &str, reward: f32, hint: Option<&str>) -> Sample {
+    Sample {
+        turn_id: id.into(),
+        context: vec![ChatMessage::new("system", "Be brief.")],
+        prompt: format!("question {id}"),
+        response: format!("answer {id}, which is fine"),
+        reward,
+        hint: hint.map(str::to_string),
+    }
+}
+
+fn request(model: &std::path::Path) -> TrainRequest {
+    let mut req = TrainRequest::new(
+        ModelSource::from_path(model).unwrap(),
+        vec![
+            sample("a", 1.0, None),
+            sample("b", -1.0, Some("too long")),
+            sample("c", 1.0, None),
+        ],
+    );
+    req.baseline = Baseline {
+        value: 0.2,
+        count: 10,
+    };
+    let mut h =
+        Preset::Balanced.hyper_params(&ModelProfile::new(rlclaw_trainer::ModelKind::Dense, 1, 1));
+    h.rank = 4;
+    h.alpha = 8.0;
+    h.grad_accum = 2;
+    h.max_steps = 3;
+    h.lr = 1e-2;
+    req.hyper = Some(h);
+    req
+}
+
+#[test]
+fn training_a_tiny_model_reports_progress_baseline_and_a_writable_adapter() {
+    let dir = tempdir("ok");
+    write_tiny_model(&dir.join("model"), Arch::Qwen3, 1).unwrap();
+    let req = request(&dir.join("model"));
+    let mut seen = Vec::new();
+    let report = train(&req, &mut |p| seen.push(p.clone()), &AtomicBool::new(false)).unwrap();
+    assert_eq!(report.metrics.steps, 3);
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen.last().unwrap().step, 3);
+    assert!(
+        seen.iter()
+            .all(|p| p.total_steps == 3 && p.loss.is_finite() && p.kl >= 0.0)
+    );
+    assert_eq!(report.metrics.samples, 3);
+    assert_eq!(report.metrics.hint_samples, 1);
+    assert_eq!(report.turn_ids, vec!["a", "b", "c"]);
+    // EMA baseline, folded in time order.
+    let mut b = 0.2f64;
+    for r in [1.0, -1.0, 1.0] {
+        b = 0.99 * b + 0.01 * r;
+    }
+    assert!((report.baseline.value - b).abs() < 1e-12);
+    assert_eq!(report.baseline.count, 13);
+    // The adapter moved away from its zero-B start and can be stored and read back.
+    let moved: f32 = report.adapter.layers[0][0]
+        .1
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(moved > 0.0);
+    let store = AdapterStore::open(dir.join("adapters")).unwrap();
+    let v = store
+        .save(
+            &report.adapter,
+            NewVersion {
+                parent: None,
+                ratings: report.turn_ids.clone(),
+                metrics: serde_json::to_value(&report.metrics).unwrap(),
+                base_model: report.base_model.clone(),
+            },
+        )
+        .unwrap();
+    let (w, cfg) = LoraWeights::read_peft(&v.path).unwrap();
+    assert_eq!(
+        cfg.base_model_name_or_path.as_deref(),
+        Some("rlclaw-tiny-qwen3")
+    );
+    assert_eq!(w.rank, 4);
+}
+
+#[test]
+fn continuing_from_a_parent_with_zero_learning_rate_keeps_it_exactly() {
+    let dir = tempdir("parent");
+    write_tiny_model(&dir.join("model"), Arch::Llama, 2).unwrap();
+    let model = LoadedModel::load(&ModelSource::from_path(dir.join("model")).unwrap()).unwrap();
+    let first = train_with_model(
+        &model,
+        &request(&dir.join("model")),
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let parent = dir.join("parent");
+    std::fs::create_dir_all(&parent).unwrap();
+    first
+        .adapter
+        .write_peft(&parent, &first.base_model)
+        .unwrap();
+    let mut req = request(&dir.join("model"));
+    req.parent_adapter = Some(parent.clone());
+    req.behaviour_adapter = Some(parent.clone());
+    if let Some(h) = req.hyper.as_mut() {
+        h.lr = 0.0;
+    }
+    let second = train_with_model(&model, &req, &mut |_| {}, &AtomicBool::new(false)).unwrap();
+    for (a, b) in first.adapter.layers.iter().zip(&second.adapter.layers) {
+        for ((aa, ab), (ba, bb)) in a.iter().zip(b) {
+            assert_eq!(aa.to_vec2::<f32>().unwrap(), ba.to_vec2::<f32>().unwrap());
+            assert_eq!(ab.to_vec2::<f32>().unwrap(), bb.to_vec2::<f32>().unwrap());
+        }
+    }
+    // Against its own behaviour policy every ratio starts at 1: nothing is clipped.
+    assert_eq!(second.metrics.clipped_fraction, 0.0);
+}
+
+#[test]
+fn cancelling_stops_the_run_without_a_result() {
+    let dir = tempdir("cancel");
+    write_tiny_model(&dir.join("model"), Arch::Qwen2, 3).unwrap();
+    let e = train(
+        &request(&dir.join("model")),
+        &mut |_| {},
+        &AtomicBool::new(true),
+    )
+    .unwrap_err();
+    assert!(matches!(e, TrainerError::Cancelled), "{e}");
+}
+
+#[test]
+fn bad_requests_are_clear_errors() {
+    let dir = tempdir("bad");
+    write_tiny_model(&dir.join("model"), Arch::Llama, 4).unwrap();
+    let model = LoadedModel::load(&ModelSource::from_path(dir.join("model")).unwrap()).unwrap();
+    let run =
+        |req: &TrainRequest| train_with_model(&model, req, &mut |_| {}, &AtomicBool::new(false));
+    let mut req = request(&dir.join("model"));
+    req.samples.clear();
+    assert!(matches!(run(&req), Err(TrainerError::Request(_))));
+    let mut req = request(&dir.join("model"));
+    req.samples[1].reward = 2.0;
+    assert!(matches!(run(&req), Err(TrainerError::Request(_))));
+    let mut req = request(&dir.join("model"));
+    req.behaviour_adapter = Some(dir.join("no-such-adapter"));
+    let e = run(&req).unwrap_err();
+    assert!(matches!(e, TrainerError::Adapter { .. }), "{e}");
+    assert!(ModelSource::from_path(dir.join("nothing-here")).is_err());
+    let e =
+        LoadedModel::load(&ModelSource::Gguf(dir.join("model").join("config.json"))).unwrap_err();
+    assert!(e.to_string().contains("GGUF"), "{e}");
+}
+
+#[test]
+fn samples_are_rendered_with_the_chat_template_and_hints_reach_only_the_teacher() {
+    let dir = tempdir("encode");
+    write_tiny_model(&dir.join("model"), Arch::Llama, 5).unwrap();
+    let model = LoadedModel::load(&ModelSource::from_path(dir.join("model")).unwrap()).unwrap();
+    let s = sample("x", -1.0, Some("say less"));
+    let e = encode_sample(&model, &s, 1024).unwrap();
+    assert_eq!(
+        model.decode(&e.ids[e.start..]).unwrap(),
+        "answer x, which is fine<|im_end|>\n"
+    );
+    let prompt = model.decode(&e.ids[..e.start]).unwrap();
+    assert_eq!(
+        prompt,
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nquestion x<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let (tids, tstart) = e.teacher.clone().unwrap();
+    assert!(model.decode(&tids[..tstart]).unwrap().contains("say less"));
+    assert_eq!(
+        &tids[tstart..],
+        &e.ids[e.start..],
+        "the teacher scores the same response tokens"
+    );
+    // Long prompts are cut from the left; the response is kept.
+    let short = encode_sample(&model, &s, 40).unwrap();
+    assert_eq!(short.ids.len(), 40);
+    assert_eq!(&short.ids[short.start..], &e.ids[e.start..]);
+}
