@@ -7,6 +7,7 @@ mod key;
 mod rate;
 mod serve;
 mod status;
+mod train;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +53,14 @@ enum Command {
     Export(export::Args),
     /// Manage the shared key.
     Key(key::Args),
+    /// Train a new adapter on the ratings no run has used yet.
+    Train(train::TrainArgs),
+    /// List the trained adapter versions.
+    Adapters(train::AdaptersArgs),
+    /// Serve an earlier adapter version (default: the active one's parent).
+    Rollback(train::RollbackArgs),
+    /// Serve the base model again (asks first; versions are kept).
+    Reset(train::ResetArgs),
     /// Measure the bridge under load with signed requests.
     Bench(bench::Args),
 }
@@ -79,6 +88,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::History(args) => history::run(&dir, args),
         Command::Export(args) => export::run(&dir, args),
         Command::Key(args) => key::run(&dir, args),
+        Command::Train(args) => train::train(&dir, args),
+        Command::Adapters(args) => train::adapters(&dir, args),
+        Command::Rollback(args) => train::rollback(&dir, args),
+        Command::Reset(args) => train::reset(&dir, args),
         Command::Bench(args) => bench::run(&dir, args),
     }
 }

@@ -34,6 +34,9 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
     let previous_key = dir.load_previous_key()?;
     let control = crate::training::control_for(&dir);
     let (store, writer) = Store::start(&dir.db_path(), config.clone(), control)?;
+    let stop_training = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scheduler =
+        crate::training::scheduler::spawn(dir.clone(), config.clone(), stop_training.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,9 +66,11 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
     // Every acknowledged request is already committed; give the writer a moment to finish
     // what it holds, then leave.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    stop_training.store(true, std::sync::atomic::Ordering::Relaxed);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         writer.join();
+        let _ = scheduler.join();
         let _ = done_tx.send(());
     });
     let _ = done_rx.recv_timeout(Duration::from_secs(2));

@@ -89,6 +89,18 @@ const MIGRATIONS: &[&str] = &[
         detail      TEXT
     );
     "#,
+    // 2: the reward baseline per model; a generation the trainer bumps when it marks ratings
+    // trained, so the daemon's writer knows to reload its counts.
+    r#"
+    CREATE TABLE baselines (
+        model TEXT PRIMARY KEY,
+        value REAL NOT NULL,
+        count INTEGER NOT NULL
+    );
+    ALTER TABLE training ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN samples INTEGER;
+    ALTER TABLE runs ADD COLUMN metrics TEXT;
+    "#,
 ];
 
 /// Brings the database up to the newest schema.

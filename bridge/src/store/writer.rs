@@ -120,6 +120,7 @@ fn run(
     control: Arc<dyn TrainingControl>,
 ) {
     let mut last_prune = 0i64;
+    let mut generation = training_generation(&conn).unwrap_or(0);
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -134,6 +135,17 @@ fn run(
                 tracing::warn!("could not prune old nonces: {e}");
             }
             last_prune = now_ms;
+        }
+        // A training run (maybe in another process) marked ratings as trained: recount.
+        match training_generation(&conn) {
+            Ok(g) if g != generation => {
+                if let Ok(counts) = Counts::load(&conn) {
+                    state.counts = counts;
+                    generation = g;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot read the training generation: {e}"),
         }
         commit_batch(&mut conn, batch, &mut state, &config, &*control, now_ms);
     }
@@ -246,6 +258,12 @@ fn apply_job(
         }
         Err(OpError::Storage(e)) => Err(e),
     }
+}
+
+fn training_generation(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT generation FROM training WHERE id = 1", [], |r| {
+        r.get(0)
+    })
 }
 
 fn prune_nonces(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {

