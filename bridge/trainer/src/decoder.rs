@@ -14,6 +14,7 @@ pub struct Decoder<'m> {
     cfg: &'m ModelConfig,
     w: &'m BaseWeights,
     inv_freq: Vec<f64>,
+    fused: bool,
 }
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
@@ -81,7 +82,47 @@ impl<'m> Decoder<'m> {
                 }
             }
         }
-        Self { cfg, w, inv_freq }
+        let fused = w.device().is_cpu();
+        Self {
+            cfg,
+            w,
+            inv_freq,
+            fused,
+        }
+    }
+
+    /// Chooses the fused CPU kernels of [`crate::fused`] (the default on the CPU) or the
+    /// plain-candle-op reference path (the only one on other devices).
+    pub fn with_fused_ops(mut self, on: bool) -> Self {
+        self.fused = on && self.w.device().is_cpu();
+        self
+    }
+
+    fn norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+        if self.fused {
+            crate::fused::rms_norm(x, w, self.cfg.rms_eps)
+        } else {
+            rms_norm(x, w, self.cfg.rms_eps)
+        }
+    }
+
+    fn rope_f64(&self, t: usize) -> crate::fused::RopeTables {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(t * half);
+        let mut sin = Vec::with_capacity(t * half);
+        for p in 0..t {
+            for f in &self.inv_freq {
+                let a = p as f64 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        crate::fused::RopeTables {
+            cos: std::sync::Arc::new(cos),
+            sin: std::sync::Arc::new(sin),
+            t,
+            half,
+        }
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -140,8 +181,13 @@ impl<'m> Decoder<'m> {
         let rep = nh / nkv;
         let idx = Tensor::from_slice(ids, t, self.device())?;
         let mut x = self.w.embed.index_select(&idx, 0)?;
-        let (cos, sin) = self.rope_tables(t)?;
-        let mask = self.causal_mask(rep, t)?;
+        let (cos, sin, mask) = if self.fused {
+            (None, None, None)
+        } else {
+            let (c, s) = self.rope_tables(t)?;
+            (Some(c), Some(s), Some(self.causal_mask(rep, t)?))
+        };
+        let tables = self.rope_f64(t);
         let scale_qk = 1.0 / (hd as f64).sqrt();
         for (li, lw) in self.w.layers.iter().enumerate() {
             let lr: Option<Vec<LoraRef>> = lora.map(|set| {
@@ -163,7 +209,7 @@ impl<'m> Decoder<'m> {
             });
             let l = |j: usize| lr.as_ref().map(|v| &v[j]);
             let bias = |j: usize| lw.qkv_bias.as_ref().map(|b| &b[j]);
-            let h = rms_norm(&x, &lw.attn_norm, cfg.rms_eps)?;
+            let h = self.norm(&x, &lw.attn_norm)?;
             let q = linear(&h, &lw.proj[0], bias(0), l(0))?;
             let k = linear(&h, &lw.proj[1], bias(1), l(1))?;
             let v = linear(&h, &lw.proj[2], bias(2), l(2))?;
@@ -171,16 +217,27 @@ impl<'m> Decoder<'m> {
             let mut k = k.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
             let v = v.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
             if let Some([qn, kn]) = &lw.qk_norm {
-                q = rms_norm(&q, qn, cfg.rms_eps)?;
-                k = rms_norm(&k, kn, cfg.rms_eps)?;
+                q = self.norm(&q, qn)?;
+                k = self.norm(&k, kn)?;
             }
-            let q = (q.broadcast_mul(&cos)? + rotate_half(&q)?.broadcast_mul(&sin)?)?;
-            let k = (k.broadcast_mul(&cos)? + rotate_half(&k)?.broadcast_mul(&sin)?)?;
+            let (q, k) = match (&cos, &sin) {
+                (Some(cos), Some(sin)) => (
+                    (q.broadcast_mul(cos)? + rotate_half(&q)?.broadcast_mul(sin)?)?,
+                    (k.broadcast_mul(cos)? + rotate_half(&k)?.broadcast_mul(sin)?)?,
+                ),
+                _ => (
+                    crate::fused::rope(&q, &tables)?,
+                    crate::fused::rope(&k, &tables)?,
+                ),
+            };
             // Grouped-query attention without copying k/v: the `rep` query heads of one kv
             // head are stacked along the token axis.
             let q = q.reshape((nkv, rep * t, hd))?;
-            let att = (q.matmul(&k.t()?)? * scale_qk)?.broadcast_add(&mask)?;
-            let p = softmax_last(&att)?;
+            let scores = q.matmul(&k.t()?)?;
+            let p = match &mask {
+                Some(mask) => softmax_last(&(scores * scale_qk)?.broadcast_add(mask)?)?,
+                None => crate::fused::causal_softmax(&scores, scale_qk)?,
+            };
             let o = p
                 .matmul(&v)?
                 .reshape((nh, t, hd))?
@@ -188,10 +245,14 @@ impl<'m> Decoder<'m> {
                 .reshape((t, nh * hd))?;
             let o = linear(&o, &lw.proj[3], None, l(3))?;
             x = (x + o)?;
-            let h = rms_norm(&x, &lw.mlp_norm, cfg.rms_eps)?;
+            let h = self.norm(&x, &lw.mlp_norm)?;
             let g = frozen_linear(&h, &lw.gate)?;
             let u = frozen_linear(&h, &lw.up)?;
-            let a = (g.silu()? * u)?;
+            let a = if self.fused {
+                crate::fused::swiglu(&g, &u)?
+            } else {
+                (g.silu()? * u)?
+            };
             x = (x + frozen_linear(&a, &lw.down)?)?;
         }
         Ok(x)
@@ -223,7 +284,7 @@ impl<'m> Decoder<'m> {
         let run = || -> candle_core::Result<Tensor> {
             let x = self.hidden(ids, lora, track)?;
             let x = x.narrow(0, start - 1, n)?;
-            let x = rms_norm(&x, &self.w.final_norm, self.cfg.rms_eps)?;
+            let x = self.norm(&x, &self.w.final_norm)?;
             let logits = frozen_linear(&x, &self.w.lm_head)?;
             token_logprobs(&logits, &ids[start..])
         };
@@ -235,7 +296,7 @@ impl<'m> Decoder<'m> {
         let run = || -> candle_core::Result<Tensor> {
             let x = self.hidden(ids, lora, false)?;
             let x = x.narrow(0, ids.len() - 1, 1)?;
-            let x = rms_norm(&x, &self.w.final_norm, self.cfg.rms_eps)?;
+            let x = self.norm(&x, &self.w.final_norm)?;
             frozen_linear(&x, &self.w.lm_head)?.squeeze(0)
         };
         if ids.is_empty() {

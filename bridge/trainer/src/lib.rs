@@ -8,6 +8,7 @@
 pub mod adapter;
 pub mod decoder;
 pub mod error;
+pub mod fused;
 pub mod lora;
 pub mod model;
 pub mod objective;

@@ -43,10 +43,10 @@ fn set_entry(v: &Var, idx: usize, x: f64) {
         .unwrap();
 }
 
-fn check(arch: Arch) {
+fn check(arch: Arch, fused: bool) {
     let cfg = tiny_config(arch);
     let weights = random_weights(&cfg, 7, DType::F64).unwrap();
-    let dec = Decoder::new(&cfg, &weights);
+    let dec = Decoder::new(&cfg, &weights).with_fused_ops(fused);
     let lora = LoraSet::init(&cfg, 4, 8.0, 3, DType::F64, &Device::Cpu).unwrap();
     randomise_b(&lora, 11);
     let ids: Vec<u32> = vec![
@@ -103,15 +103,72 @@ fn check(arch: Arch) {
 
 #[test]
 fn lora_gradients_match_finite_differences_llama() {
-    check(Arch::Llama);
+    check(Arch::Llama, true);
+}
+
+#[test]
+fn lora_gradients_match_finite_differences_llama_reference_ops() {
+    check(Arch::Llama, false);
 }
 
 #[test]
 fn lora_gradients_match_finite_differences_qwen2() {
-    check(Arch::Qwen2);
+    check(Arch::Qwen2, true);
+}
+
+#[test]
+fn lora_gradients_match_finite_differences_qwen2_reference_ops() {
+    check(Arch::Qwen2, false);
 }
 
 #[test]
 fn lora_gradients_match_finite_differences_qwen3() {
-    check(Arch::Qwen3);
+    check(Arch::Qwen3, true);
+}
+
+#[test]
+fn lora_gradients_match_finite_differences_qwen3_reference_ops() {
+    check(Arch::Qwen3, false);
+}
+
+#[test]
+fn fused_kernels_match_the_plain_op_reference_in_values_and_gradients() {
+    for arch in [Arch::Llama, Arch::Qwen2, Arch::Qwen3] {
+        let cfg = tiny_config(arch);
+        let weights = random_weights(&cfg, 5, DType::F64).unwrap();
+        let lora = LoraSet::init(&cfg, 4, 8.0, 9, DType::F64, &Device::Cpu).unwrap();
+        randomise_b(&lora, 13);
+        let ids: Vec<u32> = (0..23).map(|i| (i * 37 % 259) as u32).collect();
+        let run = |fused: bool| {
+            let dec = Decoder::new(&cfg, &weights).with_fused_ops(fused);
+            let lp = dec.response_logprobs(&ids, 7, Some(&lora), true).unwrap();
+            let g = lp.sum_all().unwrap().backward().unwrap();
+            let grads: Vec<Vec<f64>> = lora
+                .vars()
+                .iter()
+                .map(|v| {
+                    g.get(v)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f64>()
+                        .unwrap()
+                })
+                .collect();
+            (lp.to_vec1::<f64>().unwrap(), grads)
+        };
+        let (la, ga) = run(true);
+        let (lb, gb) = run(false);
+        for (a, b) in la.iter().zip(&lb) {
+            assert!((a - b).abs() < 1e-10, "{arch:?}: log-prob {a} vs {b}");
+        }
+        for (va, vb) in ga.iter().zip(&gb) {
+            for (a, b) in va.iter().zip(vb) {
+                assert!(
+                    (a - b).abs() < 1e-9 * (1.0 + b.abs()),
+                    "{arch:?}: gradient {a} vs {b}"
+                );
+            }
+        }
+    }
 }
