@@ -150,3 +150,40 @@ fn rewarded_style_rises_and_punished_style_falls_on_held_out_prompts() {
         "punished style did not fall: {base} -> {down}"
     );
 }
+
+#[test]
+fn a_hint_makes_the_base_teacher_prefer_the_hinted_reply() {
+    let m = load();
+    let s = Sample {
+        turn_id: "h".into(),
+        context: vec![],
+        prompt: "What should I cook for dinner tonight?".into(),
+        response: "Indeed, a vegetable soup is quick and warming.".into(),
+        reward: -1.0,
+        hint: Some("Start your reply with the word Indeed.".into()),
+    };
+    let e = rlclaw_trainer::encode_sample(&m, &s, 1024).unwrap();
+    let (tids, tstart) = e.teacher.clone().unwrap();
+    let dec = Decoder::new(&m.config, &m.weights);
+    let r = dec
+        .response_logprobs(&e.ids, e.start, None, false)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let t = dec
+        .response_logprobs(&tids, tstart, None, false)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(r.len(), t.len());
+    eprintln!("first token: base {:.3}, hinted teacher {:.3}", r[0], t[0]);
+    assert!(
+        t[0] > r[0] + 1.0,
+        "the hint should raise the first word: {} -> {}",
+        r[0],
+        t[0]
+    );
+    // The clipped OPD advantage then pushes that token up even on a bad rating.
+    let adv = rlclaw_trainer::objective::token_advantages(-0.2, Some(&t), &r, 1.0, 1.0);
+    assert!((adv[0] - 0.8).abs() < 1e-6, "{}", adv[0]);
+}
