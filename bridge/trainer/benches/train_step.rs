@@ -111,8 +111,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let min = tot.iter().copied().fold(f64::INFINITY, f64::min);
     let med = median(&mut tot.clone());
     println!(
-        "rlclaw-trainer (candle {}) SmolLM2-135M f32 seq={seq} LoRA r=16 q/k/v/o: {} trainable params, load {load_s:.2}s",
-        "0.10.2",
+        "rlclaw-trainer (candle 0.10.2) SmolLM2-135M f32 seq={seq} LoRA r=16 q/k/v/o: {} trainable params, load {load_s:.2}s",
         lora.num_params()
     );
     println!(

@@ -55,6 +55,9 @@ pub fn peft_key(layer: usize, module: &str, which: char) -> String {
     format!("base_model.model.model.layers.{layer}.self_attn.{module}.lora_{which}.weight")
 }
 
+/// Per module of one layer: (lora_A, lora_B) as found while reading.
+type ModuleSlots = [(Option<Tensor>, Option<Tensor>); 4];
+
 fn fsync_file(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|f| f.sync_all())
@@ -177,7 +180,7 @@ impl LoraWeights {
             TrainerError::adapter(dir, format!("{WEIGHTS_FILE} is unreadable or corrupt: {e}"))
         })?;
         // layer -> module -> (A, B)
-        let mut found: HashMap<usize, [(Option<Tensor>, Option<Tensor>); 4]> = HashMap::new();
+        let mut found: HashMap<usize, ModuleSlots> = HashMap::new();
         for (key, t) in tensors {
             let rest = key
                 .strip_prefix("base_model.model.")

@@ -23,6 +23,8 @@ pub trait Fl:
     + std::ops::Mul<Output = Self>
     + std::ops::Div<Output = Self>
     + std::ops::Neg<Output = Self>
+    + std::ops::AddAssign
+    + std::ops::DivAssign
     + PartialOrd
 {
     fn exp_(self) -> Self;
@@ -263,10 +265,10 @@ impl CustomOp1 for CausalSoftmax {
                     for j in 0..=i {
                         let e = (xr[j] * scale - m).exp_();
                         yr[j] = e;
-                        sum = sum + e;
+                        sum += e;
                     }
                     for v in &mut yr[..=i] {
-                        *v = *v / sum;
+                        *v /= sum;
                     }
                 });
             Ok(T::to_cpu_storage_owned(y))
@@ -292,7 +294,7 @@ impl CustomOp1 for CausalSoftmax {
                             let i = row % t;
                             let mut dot = T::from_f64(0.0);
                             for j in 0..=i {
-                                dot = dot + pr[j] * gr[j];
+                                dot += pr[j] * gr[j];
                             }
                             for j in 0..=i {
                                 dr[j] = scale * pr[j] * (gr[j] - dot);

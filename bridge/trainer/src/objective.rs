@@ -258,7 +258,8 @@ mod tests {
     fn advantages_of_a_single_sign_batch_are_not_normalised_away() {
         let (a, _) = advantages(&[-1.0, -1.0], Baseline::default(), 0.99).unwrap();
         close(a[0], -1.0);
-        close(a[1], -1.0 + 0.01 * -1.0 * -1.0);
+        // b1 = 0.99·0 + 0.01·(−1) = −0.01, so A1 = −1 + 0.01
+        close(a[1], -0.99);
     }
 
     #[test]

@@ -297,7 +297,7 @@ pub fn train_with_model(
             &model.config,
             h.rank,
             h.alpha,
-            req.seed ^ 0x5EED_0F_10AA,
+            req.seed ^ 0x5EED_F00D,
             model.weights.dtype(),
             model.weights.device(),
         )?,
