@@ -32,6 +32,11 @@ fn main() {
             "-p",
             "rlclaw-plugin",
         ])
+        // Speed over size for the guest: hashing every body dominates an event's cost.
+        .args([
+            "--config",
+            "profile.release.package.rlclaw-plugin.opt-level=3",
+        ])
         .arg("--manifest-path")
         .arg(plugin.join("Cargo.toml"))
         .arg("--target-dir")

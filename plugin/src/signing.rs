@@ -26,11 +26,21 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// The shared key and its id.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Key {
     bytes: [u8; 32],
     id: String,
+    /// HMAC keyed once (inner and outer pads absorbed); cloned for every signature.
+    keyed: HmacSha256,
 }
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Key {}
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,7 +61,8 @@ impl Key {
             bytes[i] = u8::from_str_radix(pair, 16).map_err(|_| "bad hex".to_string())?;
         }
         let id = sha256_hex(&bytes)[..16].to_string();
-        Ok(Key { bytes, id })
+        let keyed = HmacSha256::new_from_slice(&bytes).expect("HMAC takes any key length");
+        Ok(Key { bytes, id, keyed })
     }
 
     pub fn id(&self) -> &str {
@@ -59,7 +70,7 @@ impl Key {
     }
 
     fn mac(&self) -> HmacSha256 {
-        HmacSha256::new_from_slice(&self.bytes).expect("HMAC takes any key length")
+        self.keyed.clone()
     }
 
     /// The four `X-Rlclaw-*` headers (and Content-Type when there is a body) for a request.
@@ -162,24 +173,45 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 
 /// A SHA-256 based deterministic random bit generator, reseeded with the entropy that comes
 /// with every event. Its output names nonces; it never leaves the component otherwise.
+///
+/// Entropy is folded into a pool as it arrives (cheap, on every event) and hashed into the
+/// state when the next output is drawn, so events that send nothing pay no hashing.
 #[derive(Clone, Debug, Default)]
 pub struct Drbg {
     state: [u8; 32],
+    pool: Vec<u8>,
     counter: u64,
 }
 
+/// The pool is hashed down to the state once it holds this many bytes.
+const POOL_MAX: usize = 256;
+
 impl Drbg {
     pub fn reseed(&mut self, entropy: &[u8], now_ms: u64) {
+        self.pool.extend_from_slice(&now_ms.to_le_bytes());
+        self.pool
+            .extend_from_slice(&(entropy.len() as u64).to_le_bytes());
+        self.pool
+            .extend_from_slice(&entropy[..entropy.len().min(POOL_MAX)]);
+        if self.pool.len() >= POOL_MAX {
+            self.absorb();
+        }
+    }
+
+    fn absorb(&mut self) {
+        if self.pool.is_empty() {
+            return;
+        }
         let mut h = Sha256::new();
         h.update(b"rlclaw-drbg-reseed");
         h.update(self.state);
-        h.update(now_ms.to_le_bytes());
-        h.update((entropy.len() as u64).to_le_bytes());
-        h.update(entropy);
+        h.update(&self.pool);
         self.state = h.finalize().into();
+        self.pool.clear();
     }
 
     pub fn next_block(&mut self) -> [u8; 32] {
+        self.absorb();
         self.counter = self.counter.wrapping_add(1);
         let mut h = Sha256::new();
         h.update(b"rlclaw-drbg-out");

@@ -406,7 +406,6 @@ impl Turns {
         let captured = self
             .captured
             .iter()
-            .rev()
             .filter(|t| t.session == session && t.sender == sender)
             .max_by_key(|t| t.at);
         match (pending, captured) {
