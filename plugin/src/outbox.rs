@@ -7,6 +7,8 @@
 use std::collections::VecDeque;
 
 pub const MAX_JOBS: usize = 512;
+/// The most request-body bytes kept waiting, whatever the count.
+pub const MAX_BYTES: usize = 16 << 20;
 pub const JOB_TTL_MS: u64 = 24 * 3600 * 1000;
 pub const BACKOFF_MIN_MS: u64 = 1_000;
 pub const BACKOFF_MAX_MS: u64 = 60_000;
@@ -43,6 +45,7 @@ impl Job {
 #[derive(Debug, Default)]
 pub struct Outbox {
     jobs: VecDeque<Job>,
+    bytes: usize,
 }
 
 impl Outbox {
@@ -54,15 +57,18 @@ impl Outbox {
         self.jobs.is_empty()
     }
 
-    /// Queues a job; returns the oldest job (after the first `keep`, which may be in flight)
-    /// when the queue was full and it had to go.
-    pub fn push(&mut self, job: Job, keep: usize) -> Option<Job> {
-        let dropped = if self.jobs.len() >= MAX_JOBS {
-            self.jobs.remove(keep.min(self.jobs.len() - 1))
-        } else {
-            None
-        };
+    /// Queues a job; returns the oldest jobs (after the first `keep`, which may be in flight)
+    /// that had to go to keep the queue within its count and byte caps.
+    pub fn push(&mut self, job: Job, keep: usize) -> Vec<Job> {
+        self.bytes += job.body.len();
         self.jobs.push_back(job);
+        let mut dropped = Vec::new();
+        while (self.jobs.len() > MAX_JOBS || self.bytes > MAX_BYTES) && self.jobs.len() > keep + 1 {
+            if let Some(old) = self.jobs.remove(keep) {
+                self.bytes -= old.body.len();
+                dropped.push(old);
+            }
+        }
         dropped
     }
 
@@ -71,7 +77,14 @@ impl Outbox {
     }
 
     pub fn pop(&mut self) -> Option<Job> {
-        self.jobs.pop_front()
+        let job = self.jobs.pop_front()?;
+        self.bytes -= job.body.len();
+        Some(job)
+    }
+
+    /// Bytes of request bodies waiting.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Removes jobs older than the TTL (not the first `keep` ones, which may be in flight).
@@ -80,7 +93,9 @@ impl Outbox {
         let mut i = keep;
         while i < self.jobs.len() {
             if now.saturating_sub(self.jobs[i].created_at) > JOB_TTL_MS {
-                out.extend(self.jobs.remove(i));
+                let job = self.jobs.remove(i).expect("index checked");
+                self.bytes -= job.body.len();
+                out.push(job);
             } else {
                 i += 1;
             }
@@ -94,7 +109,9 @@ impl Outbox {
         let mut i = keep;
         while i < self.jobs.len() {
             if pred(&self.jobs[i]) {
-                out.extend(self.jobs.remove(i));
+                let job = self.jobs.remove(i).expect("index checked");
+                self.bytes -= job.body.len();
+                out.push(job);
             } else {
                 i += 1;
             }
@@ -132,14 +149,36 @@ mod tests {
     fn bounded_in_count_and_age() {
         let mut o = Outbox::default();
         for i in 0..MAX_JOBS as u64 {
-            assert!(o.push(job(i), 0).is_none());
+            assert!(o.push(job(i), 0).is_empty());
         }
-        let dropped = o.push(job(1000), 0).unwrap();
-        assert_eq!(dropped.created_at, 0);
+        let dropped = o.push(job(1000), 0);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].created_at, 0);
         assert_eq!(o.len(), MAX_JOBS);
         let gone = o.expire(JOB_TTL_MS + 500, 1);
         assert_eq!(gone.len(), 498);
         assert_eq!(o.len(), MAX_JOBS - 498);
+    }
+
+    #[test]
+    fn bounded_in_bytes_and_the_job_in_flight_stays() {
+        let mut o = Outbox::default();
+        let big = |at| Job {
+            body: vec![b'x'; 6 << 20],
+            ..job(at)
+        };
+        assert!(o.push(big(1), 1).is_empty());
+        assert!(o.push(big(2), 1).is_empty());
+        // a third would pass 16 MiB: the oldest after the one in flight goes
+        let dropped = o.push(big(3), 1);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].created_at, 2);
+        assert_eq!(o.front().unwrap().created_at, 1);
+        assert_eq!(o.bytes(), 12 << 20);
+        o.pop();
+        assert_eq!(o.bytes(), 6 << 20);
+        o.take_where(0, |_| true);
+        assert_eq!(o.bytes(), 0);
     }
 
     #[test]

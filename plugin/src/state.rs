@@ -218,7 +218,7 @@ impl Plugin {
 
     fn enqueue(&mut self, job: Job, fx: &mut Vec<Effect>) {
         let keep = usize::from(self.link.in_flight.as_ref().is_some_and(|f| !f.proof));
-        if let Some(dropped) = self.outbox.push(job, keep) {
+        for dropped in self.outbox.push(job, keep) {
             log(
                 fx,
                 LogLevel::Warn,
