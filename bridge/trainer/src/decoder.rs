@@ -9,6 +9,9 @@ use crate::lora::LoraSet;
 use crate::model::{BaseWeights, ModelConfig};
 use crate::ops::{frozen_linear, token_logprobs};
 
+/// Response rows per block of logits.
+const LOGIT_BLOCK: usize = 64;
+
 /// A forward pass over a frozen base.
 pub struct Decoder<'m> {
     cfg: &'m ModelConfig,
@@ -55,8 +58,9 @@ fn linear(
         y = y.broadcast_add(b)?;
     }
     if let Some(l) = lora {
-        let d = x.matmul(&l.a.t()?)?.matmul(&l.b.t()?)?;
-        y = (y + (d * l.scale)?)?;
+        // Scale the small B (out × r) rather than the (tokens × out) product.
+        let b = (&l.b * l.scale)?;
+        y = (y + x.matmul(&l.a.t()?)?.matmul(&b.t()?)?)?;
     }
     Ok(y)
 }
@@ -285,8 +289,15 @@ impl<'m> Decoder<'m> {
             let x = self.hidden(ids, lora, track)?;
             let x = x.narrow(0, start - 1, n)?;
             let x = self.norm(&x, &self.w.final_norm)?;
-            let logits = frozen_linear(&x, &self.w.lm_head)?;
-            token_logprobs(&logits, &ids[start..])
+            // Logits in blocks of rows: a (tokens × vocab) matrix is never whole in memory,
+            // and each block stays small enough for the allocator to reuse.
+            let mut parts = Vec::with_capacity(n.div_ceil(LOGIT_BLOCK));
+            for s in (0..n).step_by(LOGIT_BLOCK) {
+                let len = LOGIT_BLOCK.min(n - s);
+                let logits = frozen_linear(&x.narrow(0, s, len)?, &self.w.lm_head)?;
+                parts.push(token_logprobs(&logits, &ids[start + s..start + s + len])?);
+            }
+            Tensor::cat(&parts, 0)
         };
         run().ctx("decoder forward")
     }
