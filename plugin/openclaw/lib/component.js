@@ -120,12 +120,14 @@ export class ComponentHost {
       this.#discardWorker();
       return [];
     }
-    let fx = [];
-    if (this.needsConfig && this.config && event.tag !== "configure") {
-      this.needsConfig = false;
-      fx = await this.#send({ tag: "configure", val: this.config });
-    }
-    return fx.concat(await this.#send(event));
+    // The configuration goes first, back to back with this event, so that no other event can
+    // slip in between (the worker runs calls in the order they are posted).
+    const first = this.needsConfig && this.config && event.tag !== "configure"
+      ? this.#send({ tag: "configure", val: this.config })
+      : null;
+    this.needsConfig = false;
+    const fx = await this.#send(event);
+    return first ? (await first).concat(fx) : fx;
   }
 
   #send(event) {
@@ -134,6 +136,8 @@ export class ComponentHost {
     return new Promise((resolve) => {
       // The worker runs calls in order; a call's clock starts when the one before it ends.
       const startedAt = this.pending.size === 0 ? performance.now() : null;
+      // While a call is out the worker keeps the process alive; idle, it does not.
+      if (this.pending.size === 0) this.worker.ref();
       this.pending.set(id, { resolve, startedAt, tag: event.tag });
       try {
         this.worker.postMessage({ type: "call", id, nowMs, entropy, event });
@@ -152,6 +156,7 @@ export class ComponentHost {
     this.pending.delete(m.id);
     const next = this.pending.values().next().value;
     if (next) next.startedAt = performance.now();
+    else worker.unref();
     if (m.trapped) {
       this.restarts++;
       this.needsConfig = true;
