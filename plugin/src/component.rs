@@ -9,7 +9,7 @@ wit_bindgen::generate!({
 });
 
 use exports::rlclaw::plugin::plugin::Guest;
-use rlclaw::plugin::types as w;
+use exports::rlclaw::plugin::types as w;
 
 use crate::types as c;
 

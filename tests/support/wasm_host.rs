@@ -20,7 +20,7 @@ wasmtime::component::bindgen!({
 });
 
 /// The WIT types (`wit/rlclaw.wit`), as the host sees them.
-pub use self::rlclaw::plugin::types as wit;
+pub use self::exports::rlclaw::plugin::types as wit;
 use wit::{BridgeRequest, BridgeResponse, Effect, Event, LogLevel, LogLine, Reply};
 
 /// Fuel for one event: generous for chat events, small enough to stop a runaway loop fast.
@@ -76,9 +76,8 @@ fn load_component(engine: &Engine) -> Component {
 }
 
 /// Everything the component imports, by name, each with what it would grant: the names of its
-/// items that are not plain types (functions, resources, modules, components, ...). The world
-/// imports nothing; WIT still lists the `types` interface that the export `use`s, as an
-/// instance holding only type definitions, which grants nothing.
+/// items that are not plain type definitions (functions, resources, modules, ...). The world
+/// imports nothing, so this is empty.
 pub fn component_imports() -> Vec<(String, Vec<String>)> {
     use wasmtime::component::types::ComponentItem;
     let (engine, component) = engine_and_component();
