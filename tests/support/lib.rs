@@ -3,4 +3,5 @@
 
 pub mod bridge;
 pub mod http;
+pub mod model;
 pub mod wasm_host;
