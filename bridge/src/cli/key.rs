@@ -30,8 +30,8 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
             let key = dir.rotate_key()?;
             println!("New key id {}.", key.id());
             println!(
-                "The previous key stays valid until the next rotation. Put the new key in the \
-                 plugin's config (`rlclaw key show --secret`) and restart the bridge."
+                "A running bridge accepts it at once, and the previous key until the next \
+                 rotation. Put the new key in the plugin's config (`rlclaw key show --secret`)."
             );
         }
         Action::Show { secret } => {

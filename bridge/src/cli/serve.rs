@@ -58,8 +58,7 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
         let app = Arc::new(App {
             store,
             config,
-            key,
-            previous_key,
+            keys: server::KeyRing::from_dir(dir.clone(), key, previous_key),
         });
         server::serve(listener, app).await
     })?;

@@ -1,7 +1,10 @@
 //! The HTTP server: accept loopback connections, run each request through `request::handle`,
 //! and on SIGTERM stop accepting, finish what is in flight and let the writer drain.
 
+mod keyring;
 mod request;
+
+pub use keyring::KeyRing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,23 +17,13 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::keys::Key;
 use crate::store::Store;
 
 /// Everything a request needs, shared by all connections.
 pub struct App {
     pub store: Store,
     pub config: Arc<Config>,
-    pub key: Key,
-    pub previous_key: Option<Key>,
-}
-
-impl App {
-    fn key_by_id(&self, id: &str) -> Option<&Key> {
-        std::iter::once(&self.key)
-            .chain(self.previous_key.as_ref())
-            .find(|k| k.id() == id)
-    }
+    pub keys: KeyRing,
 }
 
 /// How long in-flight requests get to finish after SIGTERM.

@@ -29,19 +29,12 @@ pub async fn handle(
         Ok(reply) => (reply.status, reply.body.into_bytes()),
         Err(e) => (e.status, e.body()),
     };
-    Ok(respond(
-        status,
-        body,
-        nonce.as_deref(),
-        key.unwrap_or(&app.key),
-    ))
+    let key = key.unwrap_or_else(|| app.keys.current());
+    Ok(respond(status, body, nonce.as_deref(), &key))
 }
 
 /// The answer, and the key that verified the request (if one did).
-async fn answer<'a>(
-    req: Request<Incoming>,
-    app: &'a App,
-) -> (Result<Reply, ApiError>, Option<&'a Key>) {
+async fn answer(req: Request<Incoming>, app: &App) -> (Result<Reply, ApiError>, Option<Key>) {
     if req.method() == Method::GET && req.uri().path() == "/healthz" {
         let body = serde_json::json!({"ok": true, "version": crate::VERSION});
         return (Ok(Reply::json(200, body)), None);
@@ -97,10 +90,10 @@ async fn answer<'a>(
 }
 
 /// The header checks that need no body: form, key id, clock.
-fn authenticate_headers<'a>(
+fn authenticate_headers(
     req: &Request<Incoming>,
-    app: &'a App,
-) -> Result<(&'a Key, AuthHeaders), ApiError> {
+    app: &App,
+) -> Result<(Key, AuthHeaders), ApiError> {
     let headers = AuthHeaders::parse(|name| header(req, name)).ok_or_else(|| {
         ApiError::new(
             401,
@@ -108,7 +101,7 @@ fn authenticate_headers<'a>(
             "The request lacks a well-formed X-Rlclaw-Key-Id, -Timestamp, -Nonce or -Signature header.",
         )
     })?;
-    let key = app.key_by_id(&headers.key_id).ok_or_else(|| {
+    let key = app.keys.lookup(&headers.key_id).ok_or_else(|| {
         ApiError::new(
             401,
             "unknown_key",
