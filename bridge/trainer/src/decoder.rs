@@ -48,19 +48,23 @@ struct LoraRef {
 }
 
 fn linear(
+    fused: bool,
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     lora: Option<&LoraRef>,
 ) -> candle_core::Result<Tensor> {
-    let mut y = frozen_linear(x, w)?;
+    let mut y = match lora {
+        Some(l) if fused => crate::ops::lora_linear(x, w, &l.a, &l.b, l.scale)?,
+        Some(l) => {
+            // Scale the small B (out × r) rather than the (tokens × out) product.
+            let b = (&l.b * l.scale)?;
+            (frozen_linear(x, w)? + x.matmul(&l.a.t()?)?.matmul(&b.t()?)?)?
+        }
+        None => frozen_linear(x, w)?,
+    };
     if let Some(b) = bias {
         y = y.broadcast_add(b)?;
-    }
-    if let Some(l) = lora {
-        // Scale the small B (out × r) rather than the (tokens × out) product.
-        let b = (&l.b * l.scale)?;
-        y = (y + x.matmul(&l.a.t()?)?.matmul(&b.t()?)?)?;
     }
     Ok(y)
 }
@@ -214,9 +218,9 @@ impl<'m> Decoder<'m> {
             let l = |j: usize| lr.as_ref().map(|v| &v[j]);
             let bias = |j: usize| lw.qkv_bias.as_ref().map(|b| &b[j]);
             let h = self.norm(&x, &lw.attn_norm)?;
-            let q = linear(&h, &lw.proj[0], bias(0), l(0))?;
-            let k = linear(&h, &lw.proj[1], bias(1), l(1))?;
-            let v = linear(&h, &lw.proj[2], bias(2), l(2))?;
+            let q = linear(self.fused, &h, &lw.proj[0], bias(0), l(0))?;
+            let k = linear(self.fused, &h, &lw.proj[1], bias(1), l(1))?;
+            let v = linear(self.fused, &h, &lw.proj[2], bias(2), l(2))?;
             let mut q = q.reshape((t, nh, hd))?.transpose(0, 1)?.contiguous()?;
             let mut k = k.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
             let v = v.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
@@ -247,7 +251,7 @@ impl<'m> Decoder<'m> {
                 .reshape((nh, t, hd))?
                 .transpose(0, 1)?
                 .reshape((t, nh * hd))?;
-            let o = linear(&o, &lw.proj[3], None, l(3))?;
+            let o = linear(self.fused, &o, &lw.proj[3], None, l(3))?;
             x = (x + o)?;
             let h = self.norm(&x, &lw.mlp_norm)?;
             let g = frozen_linear(&h, &lw.gate)?;

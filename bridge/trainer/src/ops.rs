@@ -8,7 +8,7 @@
 //!
 //! Both have CPU kernels; on other devices they fall back to plain candle ops.
 
-use candle_core::{CpuStorage, CustomOp1, D, DType, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, DType, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 fn cpu_storage_of(t: &Tensor) -> candle_core::Result<CpuStorage> {
@@ -58,6 +58,83 @@ pub fn frozen_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
         };
     }
     x.apply_op1(FrozenMatmul { w: w.clone(), out })
+}
+
+/// `x · Wᵀ + s · (x · Aᵀ) · Bᵀ` as one graph node over (x, A, B): a frozen linear with its
+/// LoRA branch. The backward returns `dx = g·W + s·(g·B)·A` (only when x needs it),
+/// `dA = s·(g·B)ᵀ·x` and `dB = s·gᵀ·(x·Aᵀ)`, and never a gradient for W.
+struct LoraLinear {
+    w: Tensor,
+    out: Tensor,
+    scale: f64,
+}
+
+impl CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        Ok((cpu_storage_of(&self.out)?, self.out.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let need_dx = x.track_op();
+        let (x, a, b) = (x.detach(), a.detach(), b.detach());
+        let gb = g.matmul(&b)?;
+        let dx = if need_dx {
+            Some((g.matmul(&self.w)? + (gb.matmul(&a)? * self.scale)?)?)
+        } else {
+            None
+        };
+        let da = (gb.t()?.matmul(&x)? * self.scale)?;
+        let db = (g.t()?.matmul(&x.matmul(&a.t()?)?)? * self.scale)?;
+        Ok((dx, Some(da), Some(db)))
+    }
+}
+
+/// `x · Wᵀ + s · (x · Aᵀ) · Bᵀ` for a 2-D `x` (tokens, in), frozen `W` (out, in) and LoRA
+/// `A` (r, in), `B` (out, r).
+pub fn lora_linear(
+    x: &Tensor,
+    w: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    let xd = x.detach();
+    let bs = (b.detach() * scale)?;
+    let out = (xd.matmul(&w.t()?)? + xd.matmul(&a.detach().t()?)?.matmul(&bs.t()?)?)?;
+    let tracked = x.track_op() || a.track_op() || b.track_op();
+    if !tracked {
+        return Ok(out);
+    }
+    if !x.device().is_cpu() {
+        let bs = (b * scale)?;
+        return frozen_linear(x, w)? + x.matmul(&a.t()?)?.matmul(&bs.t()?)?;
+    }
+    x.apply_op3(
+        a,
+        b,
+        LoraLinear {
+            w: w.clone(),
+            out,
+            scale,
+        },
+    )
 }
 
 struct TokenLogProb {
