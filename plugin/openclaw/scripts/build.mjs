@@ -1,6 +1,6 @@
 // Builds the plugin component for the shim: the Rust crate rlclaw-plugin for
-// wasm32-unknown-unknown (release, LTO, panic=abort, stripped: the same flags tests/build.rs
-// uses, so a shared target directory builds it once), `jco new` to turn the core module into a
+// wasm32-unknown-unknown (release, opt-level 3, LTO, panic=abort, stripped: the same flags
+// tests/build.rs uses, so a shared target directory builds it once), `jco new` to turn the core module into a
 // component, and `jco transpile` into generated/ (ESM, synchronous instantiation, no top-level
 // await, no runtime npm dependency: the component imports nothing).
 //
@@ -37,6 +37,8 @@ if (!core) {
   });
   run(process.env.CARGO || "cargo", [
     "build", "--quiet", "--release", "--target", TARGET, "-p", "rlclaw-plugin",
+    // The same profile override as tests/build.rs, so that both share one guest build.
+    "--config", "profile.release.package.rlclaw-plugin.opt-level=3",
     "--manifest-path", path.join(root, "plugin", "Cargo.toml"), "--target-dir", targetDir,
   ], { env, cwd: root });
   core = path.join(targetDir, TARGET, "release", "rlclaw_plugin.wasm");
