@@ -179,6 +179,28 @@ pub fn check(dir: &Path, shape: Option<&ModelShape>) -> Result<CheckedAdapter> {
         }
         matched += 1;
     }
+    if let Some(s) = shape {
+        // mistral.rs merges into every linear whose name matches target_modules and fails
+        // when one has no A/B pair, so every layer must carry every targeted module.
+        for module in &config.target_modules {
+            for layer in 0..s.layers {
+                for w in ['A', 'B'] {
+                    let found = tensors
+                        .keys()
+                        .any(|k| parse_key(k) == Some((layer, module.as_str(), w)));
+                    if !found {
+                        return Err(ServeError::AdapterMismatch {
+                            path: dir.to_path_buf(),
+                            reason: format!(
+                                "no lora_{w} for `{module}` of layer {layer}; every layer of a \
+                                 targeted module needs both matrices"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
     let mut h = Sha256::new();
     h.update((cfg_text.len() as u64).to_le_bytes());
     h.update(&cfg_text);

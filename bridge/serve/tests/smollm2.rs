@@ -7,8 +7,12 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{MAX_TOKENS, http, prompt, scratch, smollm2_gguf, smollm2_shape, write_adapter};
-use rlclaw_serve::{ServeConfig, ServeError, check_adapter, load};
+use candle_core::{DType, Device, Tensor};
+use common::{
+    MAX_TOKENS, http, prompt, scratch, smollm2_gguf, smollm2_shape, write_adapter,
+    write_scaled_adapter,
+};
+use rlclaw_serve::{ServeConfig, ServeError, cache_root, check_adapter, gguf_to_hf, load};
 
 fn config() -> ServeConfig {
     let mut cfg = ServeConfig::new(smollm2_gguf());
@@ -72,6 +76,77 @@ async fn exported_peft_adapter_merges_and_changes_the_output() {
     );
 }
 
+/// The merge mistral.rs does at load time is W + (alpha / r) * B * A on the PEFT-named
+/// layers: an HF folder merged by hand generates the same greedy text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_adapter_matches_weights_merged_by_hand() {
+    let shape = smollm2_shape();
+    let dir = scratch("adapter-by-hand");
+    let adapter = dir.join("v1");
+    write_scaled_adapter(&adapter, &shape, 11, 0.1);
+
+    let converted = gguf_to_hf(&smollm2_gguf(), None, &cache_root()).expect("convert");
+    let mut weights =
+        candle_core::safetensors::load(converted.join("model.safetensors"), &Device::Cpu)
+            .expect("base weights");
+    let lora =
+        candle_core::safetensors::load(adapter.join("adapter_model.safetensors"), &Device::Cpu)
+            .expect("adapter weights");
+    let scale = 16.0 / 8.0;
+    for layer in 0..shape.layers {
+        for module in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            let key = |w: &str| {
+                format!("base_model.model.model.layers.{layer}.self_attn.{module}.lora_{w}.weight")
+            };
+            let name = format!("model.layers.{layer}.self_attn.{module}.weight");
+            let delta = lora[&key("B")]
+                .matmul(&lora[&key("A")])
+                .and_then(|d| d * scale)
+                .expect("B A");
+            let w: &Tensor = &weights[&name];
+            let merged = (w + delta)
+                .and_then(|m| m.to_dtype(DType::F32))
+                .expect("merge");
+            weights.insert(name, merged);
+        }
+    }
+    let by_hand = dir.join("merged-by-hand");
+    std::fs::create_dir_all(&by_hand).expect("dir");
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        std::fs::copy(converted.join(f), by_hand.join(f)).expect("copy");
+    }
+    candle_core::safetensors::save(&weights, by_hand.join("model.safetensors")).expect("save");
+    drop(weights);
+
+    let mut cfg = config();
+    cfg.adapter = Some(adapter);
+    let merged = load(&cfg).await.expect("load GGUF + adapter");
+    let merged_out = merged
+        .generate(&prompt(), MAX_TOKENS, 0.0)
+        .await
+        .expect("merged");
+    drop(merged);
+    let hand = load(&ServeConfig::new(&by_hand))
+        .await
+        .expect("load the HF folder");
+    let hand_out = hand
+        .generate(&prompt(), MAX_TOKENS, 0.0)
+        .await
+        .expect("by hand");
+    eprintln!("merged: {merged_out:?}\nby hand: {hand_out:?}");
+    assert_ne!(
+        merged_out, "The capital of France is Paris.",
+        "adapter too weak to tell"
+    );
+    assert_eq!(merged_out, hand_out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn malformed_adapters_are_refused_with_clear_errors() {
     let shape = smollm2_shape();
@@ -126,6 +201,15 @@ fn malformed_adapters_are_refused_with_clear_errors() {
     let e = check_adapter(&other_model, Some(&shape)).expect_err("other model");
     assert!(matches!(e, ServeError::AdapterMismatch { .. }), "{e}");
 
+    // An adapter that leaves out a layer of a targeted module: mistral.rs would fail on it.
+    let partial = root.join("partial");
+    let mut small = shape.clone();
+    small.layers -= 1;
+    write_adapter(&partial, &small, 7);
+    let e = check_adapter(&partial, Some(&shape)).expect_err("partial");
+    assert!(matches!(e, ServeError::AdapterMismatch { .. }), "{e}");
+    assert!(e.to_string().contains("layer 29"), "{e}");
+
     let good = root.join("good");
     write_adapter(&good, &shape, 6);
     let ok = check_adapter(&good, Some(&shape)).expect("a good adapter");
@@ -173,6 +257,46 @@ async fn complete(addr: std::net::SocketAddr) -> String {
         .as_str()
         .expect("content")
         .to_string()
+}
+
+/// Streams a greedy completion and returns its text; `first` fires at the first token.
+async fn stream_text(
+    addr: std::net::SocketAddr,
+    max_tokens: usize,
+    mut first: Option<tokio::sync::oneshot::Sender<()>>,
+) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let body = serde_json::json!({
+        "messages": [{"role": "user", "content": "Write a short paragraph about the history of tea."}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": true,
+    })
+    .to_string();
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut lines = tokio::io::BufReader::new(s).lines();
+    let mut text = String::new();
+    while let Some(line) = lines.next_line().await.expect("read") {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            break;
+        }
+        let c: serde_json::Value = serde_json::from_str(data).expect("chunk JSON");
+        if let Some(t) = c["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(t);
+            if let Some(f) = first.take() {
+                let _ = f.send(());
+            }
+        }
+    }
+    text
 }
 
 async fn wait_for(
@@ -259,10 +383,16 @@ async fn endpoint_answers_openai_chat_and_reload_swaps_the_model_keeping_it_on_b
         "the previous model must keep serving"
     );
 
-    // A good adapter: swapped in, the answer changes.
+    // A good adapter: swapped in while a long request streams; that request finishes on the
+    // base model, later ones get the new one.
+    let long_base = stream_text(addr, 2 * MAX_TOKENS, None).await;
     let good = dir.join("good");
     write_adapter(&good, &common::smollm2_shape(), 1);
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let in_flight = tokio::spawn(stream_text(addr, 2 * MAX_TOKENS, Some(first_tx)));
+    first_rx.await.expect("first streamed token");
     reload_tx.send(Some(good.clone())).expect("send reload");
+    assert_eq!(in_flight.await.expect("in-flight request"), long_base);
     let s = wait_for(&mut status, |s| s.generation == 1).await;
     assert_eq!(s.adapter.as_deref(), Some(good.as_path()));
     assert_eq!(s.last_error, None);

@@ -110,6 +110,15 @@ fn noise(seed: u64, n: usize) -> Vec<f32> {
 /// Writes a PEFT LoRA adapter (r 8, alpha 16, q/k/v/o of every layer) with large-magnitude
 /// B, as rlclaw-trainer exports them, into `dir`.
 pub fn write_adapter(dir: &Path, shape: &ModelShape, seed: u64) {
+    write_scaled_adapter(dir, shape, seed, 0.5);
+}
+
+/// Like [`write_adapter`] with B small enough that the model stays coherent but differs.
+pub fn write_mild_adapter(dir: &Path, shape: &ModelShape, seed: u64) {
+    write_scaled_adapter(dir, shape, seed, 0.02);
+}
+
+pub fn write_scaled_adapter(dir: &Path, shape: &ModelShape, seed: u64, b_scale: f32) {
     let r = 8usize;
     std::fs::create_dir_all(dir).expect("adapter dir");
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -120,7 +129,7 @@ pub fn write_adapter(dir: &Path, shape: &ModelShape, seed: u64) {
             let a: Vec<f32> = noise(s, r * inp).iter().map(|v| v * 0.2).collect();
             let b: Vec<f32> = noise(s + 500_000, out * r)
                 .iter()
-                .map(|v| v * 0.5)
+                .map(|v| v * b_scale)
                 .collect();
             let key = |w: &str| {
                 format!("base_model.model.model.layers.{layer}.self_attn.{module}.lora_{w}.weight")
