@@ -221,22 +221,37 @@ impl<'m> Decoder<'m> {
             let q = linear(self.fused, &h, &lw.proj[0], bias(0), l(0))?;
             let k = linear(self.fused, &h, &lw.proj[1], bias(1), l(1))?;
             let v = linear(self.fused, &h, &lw.proj[2], bias(2), l(2))?;
-            let mut q = q.reshape((t, nh, hd))?.transpose(0, 1)?.contiguous()?;
-            let mut k = k.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
-            let v = v.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
-            if let Some([qn, kn]) = &lw.qk_norm {
-                q = self.norm(&q, qn)?;
-                k = self.norm(&k, kn)?;
-            }
-            let (q, k) = match (&cos, &sin) {
-                (Some(cos), Some(sin)) => (
-                    (q.broadcast_mul(cos)? + rotate_half(&q)?.broadcast_mul(sin)?)?,
-                    (k.broadcast_mul(cos)? + rotate_half(&k)?.broadcast_mul(sin)?)?,
-                ),
-                _ => (
-                    crate::fused::rope(&q, &tables)?,
-                    crate::fused::rope(&k, &tables)?,
-                ),
+            let (q, k, v) = if self.fused {
+                let (mut q, mut k) = (q, k);
+                if let Some([qn, kn]) = &lw.qk_norm {
+                    q = self.norm(&q.reshape((t, nh, hd))?, qn)?;
+                    k = self.norm(&k.reshape((t, nkv, hd))?, kn)?;
+                }
+                (
+                    crate::fused::to_heads(&q, nh, hd, Some(&tables))?,
+                    crate::fused::to_heads(&k, nkv, hd, Some(&tables))?,
+                    crate::fused::to_heads(&v, nkv, hd, None)?,
+                )
+            } else {
+                let mut q = q.reshape((t, nh, hd))?.transpose(0, 1)?.contiguous()?;
+                let mut k = k.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+                let v = v.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+                if let Some([qn, kn]) = &lw.qk_norm {
+                    q = self.norm(&q, qn)?;
+                    k = self.norm(&k, kn)?;
+                }
+                match (&cos, &sin) {
+                    (Some(cos), Some(sin)) => (
+                        (q.broadcast_mul(cos)? + rotate_half(&q)?.broadcast_mul(sin)?)?,
+                        (k.broadcast_mul(cos)? + rotate_half(&k)?.broadcast_mul(sin)?)?,
+                        v,
+                    ),
+                    _ => (
+                        crate::fused::rope(&q, &tables)?,
+                        crate::fused::rope(&k, &tables)?,
+                        v,
+                    ),
+                }
             };
             // Grouped-query attention without copying k/v: the `rep` query heads of one kv
             // head are stacked along the token axis.
@@ -246,11 +261,12 @@ impl<'m> Decoder<'m> {
                 Some(mask) => softmax_last(&(scores * scale_qk)?.broadcast_add(mask)?)?,
                 None => crate::fused::causal_softmax(&scores, scale_qk)?,
             };
-            let o = p
-                .matmul(&v)?
-                .reshape((nh, t, hd))?
-                .transpose(0, 1)?
-                .reshape((t, nh * hd))?;
+            let o = p.matmul(&v)?.reshape((nh, t, hd))?;
+            let o = if self.fused {
+                crate::fused::from_heads(&o)?
+            } else {
+                o.transpose(0, 1)?.reshape((t, nh * hd))?
+            };
             let o = linear(self.fused, &o, &lw.proj[3], None, l(3))?;
             x = (x + o)?;
             let h = self.norm(&x, &lw.mlp_norm)?;

@@ -413,3 +413,121 @@ impl CustomOp2 for SwiGlu {
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
     gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
 }
+
+// ---------------------------------------------------------------- head layout (+ rope)
+
+/// (a, b, d) → (b, a, d) for contiguous data.
+fn swap01<T: Fl>(x: &[T], a: usize, b: usize, d: usize) -> Vec<T> {
+    let mut y = vec![T::from_f64(0.0); x.len()];
+    y.par_chunks_mut(a * d).enumerate().for_each(|(j, yb)| {
+        for i in 0..a {
+            yb[i * d..(i + 1) * d].copy_from_slice(&x[(i * b + j) * d..(i * b + j + 1) * d]);
+        }
+    });
+    y
+}
+
+/// (tokens, heads·head_dim) → (heads, tokens, head_dim), optionally with rotary embedding; or
+/// the inverse layout change (`to_heads == false`, never with rope).
+struct Heads {
+    t: usize,
+    n: usize,
+    hd: usize,
+    rope: Option<RopeTables>,
+    to_heads: bool,
+}
+
+impl Heads {
+    fn forward<T: Fl>(&self, x: &[T]) -> Vec<T> {
+        if self.to_heads {
+            let y = swap01(x, self.t, self.n, self.hd);
+            match &self.rope {
+                Some(tab) => Rope {
+                    tab: tab.clone(),
+                    inverse: false,
+                }
+                .apply(&y),
+                None => y,
+            }
+        } else {
+            swap01(x, self.n, self.t, self.hd)
+        }
+    }
+    fn backward<T: Fl>(&self, g: &[T]) -> Vec<T> {
+        if self.to_heads {
+            let g = match &self.rope {
+                Some(tab) => Rope {
+                    tab: tab.clone(),
+                    inverse: true,
+                }
+                .apply(g),
+                None => g.to_vec(),
+            };
+            swap01(&g, self.n, self.t, self.hd)
+        } else {
+            swap01(g, self.t, self.n, self.hd)
+        }
+    }
+}
+
+impl CustomOp1 for Heads {
+    fn name(&self) -> &'static str {
+        "fused-heads"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn run<T: Fl>(op: &Heads, s: &CpuStorage, l: &Layout) -> candle_core::Result<CpuStorage> {
+            Ok(T::to_cpu_storage_owned(op.forward(slice::<T>(s, l)?)))
+        }
+        if l.shape().elem_count() != self.t * self.n * self.hd {
+            candle_core::bail!("heads: shape mismatch");
+        }
+        let shape = if self.to_heads {
+            Shape::from((self.n, self.t, self.hd))
+        } else {
+            Shape::from((self.t, self.n * self.hd))
+        };
+        Ok((dispatch!(s.dtype(), run(self, s, l))?, shape))
+    }
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        fn run<T: Fl>(op: &Heads, x: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+            let v = with_data::<T, _>(g, |gs| Ok(op.backward(gs)))?;
+            Tensor::from_vec(v, x.shape(), x.device())
+        }
+        Ok(Some(dispatch!(x.dtype(), run(self, x, g))?))
+    }
+}
+
+/// (tokens, heads·head_dim) or (tokens, heads, head_dim) → (heads, tokens, head_dim), with the
+/// rotary embedding applied when `rope` is given.
+pub fn to_heads(
+    x: &Tensor,
+    n: usize,
+    hd: usize,
+    rope: Option<&RopeTables>,
+) -> candle_core::Result<Tensor> {
+    let t = x.dim(0)?;
+    if let Some(tab) = rope {
+        if tab.t != t || 2 * tab.half != hd {
+            candle_core::bail!("to_heads: rope table mismatch");
+        }
+    }
+    x.contiguous()?.apply_op1(Heads {
+        t,
+        n,
+        hd,
+        rope: rope.cloned(),
+        to_heads: true,
+    })
+}
+
+/// (heads, tokens, head_dim) → (tokens, heads·head_dim).
+pub fn from_heads(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, t, hd) = x.dims3()?;
+    x.contiguous()?.apply_op1(Heads {
+        t,
+        n,
+        hd,
+        rope: None,
+        to_heads: false,
+    })
+}
