@@ -506,10 +506,10 @@ pub fn to_heads(
     rope: Option<&RopeTables>,
 ) -> candle_core::Result<Tensor> {
     let t = x.dim(0)?;
-    if let Some(tab) = rope {
-        if tab.t != t || 2 * tab.half != hd {
-            candle_core::bail!("to_heads: rope table mismatch");
-        }
+    if let Some(tab) = rope
+        && (tab.t != t || 2 * tab.half != hd)
+    {
+        candle_core::bail!("to_heads: rope table mismatch");
     }
     x.contiguous()?.apply_op1(Heads {
         t,
