@@ -1,4 +1,6 @@
-//! Tests on the real SmolLM2-135M-Instruct (GGUF, dequantised to f32).
+//! Tests on the real SmolLM2-135M-Instruct (GGUF, dequantised to f32). They run in release
+//! builds (`cargo test -p rlclaw-trainer --release`); an unoptimised build would take many
+//! minutes per test, so debug builds mark them ignored.
 
 mod common;
 
@@ -15,6 +17,10 @@ fn load() -> LoadedModel {
 }
 
 #[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "a real 135M model: run with cargo test --release"
+)]
 fn gguf_loads_with_tokenizer_template_and_answers_paris() {
     let m = load();
     assert_eq!(m.config.num_layers, 30);
@@ -133,6 +139,10 @@ fn run(m: &LoadedModel, reward: f32) -> f64 {
 }
 
 #[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "a real 135M model: run with cargo test --release"
+)]
 fn rewarded_style_rises_and_punished_style_falls_on_held_out_prompts() {
     let m = load();
     let base = style_logprob(&m, None);
@@ -152,6 +162,10 @@ fn rewarded_style_rises_and_punished_style_falls_on_held_out_prompts() {
 }
 
 #[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "a real 135M model: run with cargo test --release"
+)]
 fn a_hint_makes_the_base_teacher_prefer_the_hinted_reply() {
     let m = load();
     let s = Sample {
