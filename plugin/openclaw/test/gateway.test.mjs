@@ -15,7 +15,7 @@ before(async () => {
   w = await startWorld({ feedbackMode: "slash_reactions_prompt" });
   tg = w.telegram;
   bridge = w.bridge;
-}, { timeout: 180000 });
+}, { timeout: 360000 });
 
 after(async () => {
   if (w) await stopWorld(w);
@@ -77,7 +77,7 @@ describe("rlclaw in a real OpenClaw gateway (Telegram)", () => {
     const r = await until("the reaction's rating", () => {
       const x = liveRatings("first question for reactions");
       return x.length ? x : null;
-    });
+    }, { timeoutMs: 60000 });
     assert.deepEqual(r.map((x) => [x.rater, x.value, x.source, x.emoji]), [[String(OWNER), 1, "reaction", "👍"]]);
     assert.equal(liveRatings("second question for reactions").length, 0, "the later turn is untouched");
   });
@@ -89,7 +89,7 @@ describe("rlclaw in a real OpenClaw gateway (Telegram)", () => {
     const r = await until("the chunk reaction's rating", () => {
       const x = liveRatings("give me a long answer please");
       return x.length ? x : null;
-    });
+    }, { timeoutMs: 60000 });
     assert.equal(r[0].value, 1);
     const turn = turnOf("give me a long answer please");
     assert.equal(turn.response.replace(/\s+/g, ""), long.text.replace(/\s+/g, ""), "the turn holds every chunk");
@@ -105,7 +105,7 @@ describe("rlclaw in a real OpenClaw gateway (Telegram)", () => {
     const r = await until("the owner's group rating", () => {
       const x = liveRatings("group question from the owner");
       return x.length ? x : null;
-    });
+    }, { timeoutMs: 60000 });
     await new Promise((r) => setTimeout(r, 1500));
     const all = bridge.ratings().filter((x) => x.prompt === "group question from the owner");
     assert.deepEqual(all.map((x) => [x.rater, x.value]), [[String(OWNER), 1]], "only the owner's reaction counted");
@@ -126,7 +126,7 @@ describe("rlclaw in a real OpenClaw gateway (Telegram)", () => {
     const r = await until("the button's rating", () => {
       const x = liveRatings("question for the buttons");
       return x.length ? x : null;
-    });
+    }, { timeoutMs: 60000 });
     assert.deepEqual(r.map((x) => [x.rater, x.value, x.source]), [[String(OWNER), -1, "button"]]);
     const answer = await tg.waitSent((s) => s.method === "sendMessage" && /rated bad/.test(s.params.text ?? ""), { from });
     assert.equal(String(answer.params.chat_id), String(OWNER));
@@ -163,6 +163,11 @@ describe("rlclaw in a real OpenClaw gateway (Telegram)", () => {
     assert.equal(list.code, 0, list.stderr);
     assert.match(list.stdout, /rlclaw/);
     assert.ok(!list.stdout.includes(bridge.key));
+  });
+
+  test("commands and their answers are not captured as turns", () => {
+    const junk = bridge.turns().filter((t) => /^\/r[lc]\b/.test(t.prompt) || /rated (good|bad)/.test(t.response));
+    assert.deepEqual(junk.map((t) => [t.prompt, t.response]), []);
   });
 
   test("the gateway log shows no shim error and the key never", () => {

@@ -135,9 +135,14 @@ export class OpenClawHome {
   }
 
   /** Runs `openclaw <args>`; returns {code, stdout, stderr}. */
-  cli(args, { timeoutMs = 60000 } = {}) {
+  cli(args, opts) {
+    return this.run(process.execPath, [OPENCLAW, ...args], opts);
+  }
+
+  /** Runs a program in this home; returns {code, stdout, stderr}. */
+  run(program, args, { timeoutMs = 90000 } = {}) {
     return new Promise((resolve) => {
-      const child = spawn(process.execPath, [OPENCLAW, ...args], { env: this.env, cwd: this.home, stdio: ["ignore", "pipe", "pipe"] });
+      const child = spawn(program, args, { env: this.env, cwd: this.home, stdio: ["ignore", "pipe", "pipe"] });
       let stdout = "";
       let stderr = "";
       child.stdout.on("data", (d) => (stdout += d));
@@ -162,7 +167,7 @@ export class OpenClawHome {
     await until("the gateway to poll Telegram", () => {
       if (child.exitCode !== null) throw new Error(`the gateway exited (${child.exitCode}):\n${this.gatewayLog.slice(-4000)}`);
       return telegram.calls.some((c) => c.method === "getUpdates");
-    }, { timeoutMs: 90000, everyMs: 100 });
+    }, { timeoutMs: 180000, everyMs: 100 });
     return child;
   }
 

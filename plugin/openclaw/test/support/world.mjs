@@ -1,6 +1,9 @@
 // One offline world for the gateway tests: fake model, fake Telegram, the real bridge, and a
 // real OpenClaw gateway with rlclaw installed by `openclaw plugins install --link`.
-import { Bridge, OpenClawHome, PKG, freePort } from "./env.mjs";
+import fs from "node:fs";
+import path from "node:path";
+
+import { Bridge, OPENCLAW, OpenClawHome, PKG, freePort } from "./env.mjs";
 import { startFakeModel, startFakeTelegram } from "./fakes.mjs";
 
 export const OWNER = 42;
@@ -54,15 +57,15 @@ export async function startWorld({ feedbackMode = "slash_reactions_prompt", brid
     w.port = await freePort();
     w.oc.writeConfig(gatewayConfig(w));
     const t0 = Date.now();
-    const install = await w.oc.cli(["plugins", "install", "--link", PKG, "--force", "--accept-capabilities"]);
-    if (install.code !== 0) throw new Error(`plugins install failed (${install.code}):\n${install.stdout}\n${install.stderr}`);
+    // The install `rlclaw plugin install` performs: scripts/install.mjs links the plugin and
+    // writes its config, key included, through a private batch file.
+    fs.writeFileSync(path.join(w.oc.home, "bridge.key"), w.bridge.key, { mode: 0o600 });
+    const install = await w.oc.run(process.execPath, [path.join(PKG, "scripts", "install.mjs"),
+      "--key-file", path.join(w.oc.home, "bridge.key"), "--bridge-url", w.bridge.url,
+      "--feedback-mode", feedbackMode, "--openclaw", OPENCLAW]);
+    if (install.code !== 0) throw new Error(`install.mjs failed (${install.code}):\n${install.stdout}\n${install.stderr}`);
     w.install = install;
     w.timings = { installMs: Date.now() - t0 };
-    // What `rlclaw plugin install` does after the install: the plugin's config, key included,
-    // written into the config file (never on a command line).
-    const cfg = w.oc.readConfig();
-    cfg.plugins.entries.rlclaw.config = { bridgeUrl: w.bridge.url, key: w.bridge.key, feedbackMode };
-    w.oc.writeConfig(cfg);
     const t1 = Date.now();
     await w.oc.startGateway({ telegram: w.telegram, port: w.port });
     w.timings.gatewayMs = Date.now() - t1;
