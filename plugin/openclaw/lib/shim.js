@@ -16,6 +16,13 @@ const MAX_SEEN_EVENTS = 8192;
 const MAX_PLACES = 2048;
 const BUTTON_CHANNELS = new Set(["telegram", "slack", "discord"]);
 export const NAMESPACE = "rlclaw";
+/**
+ * A message addressed to this plugin's own commands. OpenClaw hands it to the command handler
+ * and also to message_received; it is a rating, not a prompt, so it must not open a turn.
+ * This routes by command name only, as OpenClaw does; the arguments are the component's.
+ */
+const OWN_COMMAND = /^\/(?:rl|rc)(?:@[A-Za-z0-9_]+)?(?:\s|$)/i;
+const MAX_OWN_REPLIES = 256;
 
 const str = (v) => (v === undefined || v === null || v === "" ? undefined : String(v));
 
@@ -91,6 +98,9 @@ export class Shim {
     this.seenEvents = new Recent(MAX_SEEN_EVENTS);
     this.sessionByChat = new Recent(MAX_PLACES);
     this.modelBySession = new Recent(MAX_PLACES);
+    // Texts this plugin answered with: when OpenClaw delivers them, message_sent reports them
+    // like any reply, and they are no reply of the agent's.
+    this.ownReplies = new Recent(MAX_OWN_REPLIES);
     this.timers = [];
     this.started = false;
     this.inflight = new Set();
@@ -222,6 +232,7 @@ export class Shim {
   /** `message_received`: a person's message. */
   onMessageReceived(event, ctx) {
     if (!event || typeof event.content !== "string") return;
+    if (OWN_COMMAND.test(event.content.trimStart())) return;
     const md = event.metadata ?? {};
     const channel = str(ctx?.channelId) ?? str(md.provider) ?? "unknown";
     // A reaction queued just before this message is drained into the agent's prompt: read it now.
@@ -271,6 +282,11 @@ export class Shim {
   /** `message_sent`: the agent's reply as delivered (a chunked reply: the last chunk's id). */
   onMessageSent(event, ctx) {
     if (!event || event.success === false || typeof event.content !== "string") return;
+    const own = event.content.trim();
+    if (this.ownReplies.has(own)) {
+      this.ownReplies.map.delete(own);
+      return;
+    }
     const session = str(ctx?.sessionKey) ?? str(event.sessionKey);
     // A send with no session (a CLI `message send`) answers nobody's message.
     if (!session) return;
@@ -313,14 +329,16 @@ export class Shim {
       tag: "command",
       val: { id, place, sender: str(ctx?.senderId) ?? "unknown", name, args: typeof ctx?.args === "string" ? ctx.args : "" },
     });
-    const text = await reply;
-    return text ?? "⏳ The rlclaw bridge has not answered yet; a rating is kept and sent when it does.";
+    const text = (await reply) ?? "⏳ The rlclaw bridge has not answered yet; a rating is kept and sent when it does.";
+    this.ownReplies.add(text.trim());
+    return text;
   }
 
   /** A tap on one of our buttons (registerInteractiveHandler, namespace "rlclaw"). */
   async interactive(channel, ctx) {
     const respond = async (text) => {
       if (!text) return;
+      this.ownReplies.add(text.trim());
       const r = ctx?.respond;
       try {
         if (typeof r?.reply === "function") await r.reply(channel === "slack" ? { text, responseType: "ephemeral" } : { text });

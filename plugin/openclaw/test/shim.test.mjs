@@ -214,6 +214,22 @@ describe("robustness", () => {
     await b.shim.stop();
   });
 
+  test("a /rl message and its answer, as message hooks report them too, are no turn", async () => {
+    const { shim } = makeShim({ bridgeUrl: bridge.url, key: bridge.key });
+    const p = { channel: "telegram", conversation: "telegram:82", session: "s82", sender: "82" };
+    await turn(shim, { ...p, inId: "1", outId: "2", prompt: "real question 82", reply: "real answer 82" });
+    const hookCtx = { channelId: "telegram", conversationId: p.conversation, sessionKey: p.session };
+    shim.onMessageReceived({ content: "/rl good", senderId: "82", messageId: "3" }, hookCtx);
+    const text = await shim.command("rl", { channel: "telegram", senderId: "82", sessionKey: p.session, args: "good", to: p.conversation });
+    assert.match(text, /rated good/);
+    shim.onMessageSent({ to: p.conversation, content: text, success: true, messageId: "4", sessionKey: p.session }, hookCtx);
+    await turn(shim, { ...p, inId: "5", outId: "6", prompt: "next question 82", reply: "next answer 82" });
+    await shim.command("rl", { channel: "telegram", senderId: "82", sessionKey: p.session, args: "bad", to: p.conversation });
+    const turns = bridge.turns().filter((t) => t.session === "s82");
+    assert.deepEqual(turns.map((t) => [t.prompt, t.response]), [["real question 82", "real answer 82"], ["next question 82", "next answer 82"]]);
+    await shim.stop();
+  });
+
   test("a button tap is answered through the channel's respond", async () => {
     const { shim } = makeShim({ bridgeUrl: bridge.url, key: bridge.key });
     await turn(shim, { channel: "telegram", conversation: "telegram:80", session: "s80", sender: "80", inId: "1", outId: "2", prompt: "tap me", reply: "tapped" });
