@@ -39,6 +39,8 @@ pub struct CheckedAdapter {
     pub config: AdapterConfig,
     pub hash: String,
     pub tensors: usize,
+    /// The bytes of adapter_config.json and adapter_model.safetensors as checked.
+    bytes: std::sync::Arc<(Vec<u8>, Vec<u8>)>,
 }
 
 fn malformed(dir: &Path, reason: impl Into<String>) -> ServeError {
@@ -210,6 +212,7 @@ pub fn check(dir: &Path, shape: Option<&ModelShape>) -> Result<CheckedAdapter> {
         config,
         hash: hex::encode(&h.finalize()[..12]),
         tensors: matched,
+        bytes: std::sync::Arc::new((cfg_text, weights)),
     })
 }
 
@@ -224,38 +227,45 @@ pub(crate) fn hub_cache_dir() -> PathBuf {
     })
 }
 
-/// Places the adapter's files in the hub cache and returns the model id to give mistral.rs.
-pub fn stage(adapter: &CheckedAdapter, hub_cache: &Path) -> Result<String> {
-    let name = format!("adapter-{}", adapter.hash);
-    let repo = hub_cache.join(format!("models--rlclaw-local--{name}"));
-    let snap = repo.join("snapshots").join(&adapter.hash);
-    let id = format!("rlclaw-local/{name}");
-    let main = repo.join("refs").join("main");
-    // The entry is named by content: a complete one is the same adapter.
-    if main.is_file()
-        && [CONFIG_FILE, WEIGHTS_FILE]
-            .iter()
-            .all(|f| snap.join(f).is_file())
-    {
-        return Ok(id);
+/// An adapter placed in the hub cache for one load; the entry is removed on drop.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    pub(crate) id: String,
+    repo: PathBuf,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.repo);
     }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::File::create(path).map_err(io_err(path))?;
+    f.write_all(bytes).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
+
+/// Places the checked adapter's bytes (exactly those checked, even if the folder changed
+/// since) in the hub cache under a name of its own, for one load.
+pub(crate) fn stage(adapter: &CheckedAdapter, hub_cache: &Path) -> Result<Staged> {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("adapter-{}-{}-{seq}", adapter.hash, std::process::id());
+    let repo = hub_cache.join(format!("models--rlclaw-local--{name}"));
+    let staged = Staged {
+        id: format!("rlclaw-local/{name}"),
+        repo: repo.clone(),
+    };
+    let snap = repo.join("snapshots").join(&adapter.hash);
     fs::create_dir_all(&snap).map_err(io_err(&snap))?;
-    for f in [CONFIG_FILE, WEIGHTS_FILE] {
-        let dst = snap.join(f);
-        let tmp = snap.join(format!(".{f}.{}-{seq}.tmp", std::process::id()));
-        fs::copy(adapter.dir.join(f), &tmp).map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
-    }
+    write_synced(&snap.join(CONFIG_FILE), &adapter.bytes.0)?;
+    write_synced(&snap.join(WEIGHTS_FILE), &adapter.bytes.1)?;
     let refs = repo.join("refs");
     fs::create_dir_all(&refs).map_err(io_err(&refs))?;
     // The hub client reads the commit id verbatim: no trailing newline.
-    let tmp = refs.join(format!(".main.{}-{seq}.tmp", std::process::id()));
-    let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(adapter.hash.as_bytes()).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, &main).map_err(io_err(&main))?;
-    Ok(id)
+    write_synced(&refs.join("main"), adapter.hash.as_bytes())?;
+    Ok(staged)
 }
 
 #[cfg(test)]

@@ -229,8 +229,8 @@ pub fn isq_from_env() -> Result<Option<IsqType>> {
 }
 
 /// Everything that precedes the mistral.rs load: a safetensors folder, the model's shapes and
-/// the staged adapter id. Blocking file work.
-fn prepare(cfg: &ServeConfig) -> Result<(PathBuf, Option<String>)> {
+/// the staged adapter. Blocking file work.
+fn prepare(cfg: &ServeConfig) -> Result<(PathBuf, Option<adapter::Staged>)> {
     let model = &cfg.model;
     if !model.exists() {
         return Err(ServeError::ModelMissing(model.clone()));
@@ -262,14 +262,14 @@ fn prepare(cfg: &ServeConfig) -> Result<(PathBuf, Option<String>)> {
         });
     }
     let shape = ModelShape::from_config_json(&config_json)?;
-    let adapter_id = match &cfg.adapter {
+    let staged = match &cfg.adapter {
         Some(a) => {
             let checked = adapter::check(a, Some(&shape))?;
             Some(adapter::stage(&checked, &adapter::hub_cache_dir())?)
         }
         None => None,
     };
-    Ok((dir, adapter_id))
+    Ok((dir, staged))
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -308,7 +308,8 @@ pub async fn load(cfg: &ServeConfig) -> Result<Engine> {
 fn load_blocking(cfg: &ServeConfig) -> Result<Engine> {
     mistralrs_quant::clear_applied_loras();
     let isq = isq_from_env()?;
-    let (dir, adapter_id) = prepare(cfg)?;
+    let (dir, staged) = prepare(cfg)?;
+    let adapter_id = staged.as_ref().map(|s| s.id.clone());
     let dir_str = dir
         .to_str()
         .ok_or_else(|| ServeError::ModelInvalid {
@@ -345,6 +346,7 @@ fn load_blocking(cfg: &ServeConfig) -> Result<Engine> {
         }
     });
     mistralrs_quant::clear_applied_loras();
+    drop(staged);
     let model = built.map_err(|e| ServeError::Load(format!("{e:#}")))?;
     Ok(Engine {
         model,
