@@ -19,7 +19,8 @@ export default definePluginEntry({
     let shim = null;
     const get = () => {
       if (!shim) {
-        const host = new ComponentHost({ onLog: (level, msg) => (api.logger[level] ?? api.logger.info)(msg) });
+        const onLog = (level, msg) => (api.logger[level] ?? api.logger.info).call(api.logger, msg);
+        const host = new ComponentHost({ onLog });
         shim = new Shim({ config: api.pluginConfig, logger: api.logger, host, peek: peekSystemEventEntries });
         shim.start();
       }
