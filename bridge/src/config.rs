@@ -17,6 +17,17 @@ pub struct Config {
     pub max_text_bytes: usize,
     pub admin_per_minute: u32,
     pub training: Training,
+    pub serving: Serving,
+}
+
+/// The OpenAI-compatible model endpoint the daemon can run beside the bridge.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Serving {
+    /// Where to serve the model with the active adapter, e.g. "127.0.0.1:8421" (off when unset).
+    pub endpoint: Option<std::net::SocketAddr>,
+    /// The model name clients ask for (default "rlclaw").
+    pub model_id: Option<String>,
 }
 
 /// When the daemon trains by itself.
@@ -50,6 +61,7 @@ impl Default for Config {
             max_text_bytes: 262_144,
             admin_per_minute: 5,
             training: Training::default(),
+            serving: Serving::default(),
         }
     }
 }

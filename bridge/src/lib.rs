@@ -13,6 +13,8 @@ pub mod endpoints;
 pub mod keys;
 pub mod protocol;
 pub mod server;
+#[cfg(feature = "model-endpoint")]
+pub mod serving;
 pub mod store;
 pub mod training;
 

@@ -25,6 +25,10 @@ pub struct Args {
     /// Allow listening on an address other machines can reach.
     #[arg(long)]
     allow_non_loopback: bool,
+    /// Also serve the model with the active adapter, OpenAI-compatible, at this address
+    /// (default: config.toml's [serving] endpoint; off when neither is set).
+    #[arg(long, value_name = "ADDR")]
+    model_endpoint: Option<SocketAddr>,
 }
 
 pub fn run(dir: &Path, args: Args) -> Result<()> {
@@ -55,6 +59,20 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
             dir.root().display(),
             key.id()
         );
+        if let Some(endpoint) = args.model_endpoint.or(config.serving.endpoint) {
+            if !endpoint.ip().is_loopback() {
+                anyhow::bail!("the model endpoint {endpoint} is not a loopback address; it serves loopback only");
+            }
+            #[cfg(feature = "model-endpoint")]
+            crate::serving::spawn(
+                crate::training::run::RunOptions::from_config(&config)?.model,
+                crate::training::adapters_dir(&dir),
+                endpoint,
+                config.serving.model_id.clone().unwrap_or_else(|| "rlclaw".into()),
+            );
+            #[cfg(not(feature = "model-endpoint"))]
+            anyhow::bail!("this build has no model endpoint (the model-endpoint feature is off)");
+        }
         let app = Arc::new(App {
             store,
             config,

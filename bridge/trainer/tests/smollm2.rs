@@ -1,6 +1,5 @@
-//! Tests on the real SmolLM2-135M-Instruct (GGUF, dequantised to f32). They run in release
-//! builds (`cargo test -p rlclaw-trainer --release`); an unoptimised build would take many
-//! minutes per test, so debug builds mark them ignored.
+//! Tests on the real SmolLM2-135M-Instruct (GGUF, dequantised to f32). The workspace builds
+//! the trainer and candle optimised even in the dev profile, so they run in `cargo test`.
 
 mod common;
 
@@ -17,10 +16,6 @@ fn load() -> LoadedModel {
 }
 
 #[test]
-#[cfg_attr(
-    debug_assertions,
-    ignore = "a real 135M model: run with cargo test --release"
-)]
 fn gguf_loads_with_tokenizer_template_and_answers_paris() {
     let m = load();
     assert_eq!(m.config.num_layers, 30);
@@ -139,10 +134,6 @@ fn run(m: &LoadedModel, reward: f32) -> f64 {
 }
 
 #[test]
-#[cfg_attr(
-    debug_assertions,
-    ignore = "a real 135M model: run with cargo test --release"
-)]
 fn rewarded_style_rises_and_punished_style_falls_on_held_out_prompts() {
     let m = load();
     let base = style_logprob(&m, None);
@@ -162,10 +153,6 @@ fn rewarded_style_rises_and_punished_style_falls_on_held_out_prompts() {
 }
 
 #[test]
-#[cfg_attr(
-    debug_assertions,
-    ignore = "a real 135M model: run with cargo test --release"
-)]
 fn a_hint_makes_the_base_teacher_prefer_the_hinted_reply() {
     let m = load();
     let s = Sample {
