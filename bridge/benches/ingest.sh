@@ -13,9 +13,9 @@ runs=${1:-3}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 scratch=${SCRATCH:-$(mktemp -d)}
 cd "$root"
-cargo build --release -q -p rlclaw
-rlclaw="$root/target/release/rlclaw"
-[ -x "$rlclaw" ] || rlclaw="${CARGO_TARGET_DIR:-$root/target}/release/rlclaw"
+# The ingest path needs no model endpoint: leave mistral.rs out of this build.
+cargo build --release -q -p rlclaw --no-default-features
+rlclaw="${CARGO_TARGET_DIR:-$root/target}/release/rlclaw"
 
 # --- the peer, once ---
 if [ ! -x "$scratch/venv/bin/python" ]; then
