@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod datadir;
 pub mod endpoints;
+pub mod install;
 pub mod keys;
 pub mod protocol;
 pub mod server;

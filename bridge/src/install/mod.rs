@@ -1,0 +1,53 @@
+//! Installing and operating rlclaw on a person's machine: the service unit, the OpenClaw
+//! plugin and its config, the Claude Code and Codex hooks, and the small file helpers they
+//! share. The `init`, `uninstall`, `service`, `plugin`, `hooks`, `hook` and `doctor` commands
+//! (bridge/src/cli/) are thin layers over these modules.
+//!
+//! Every edit of a file that is not rlclaw's own (OpenClaw's config, Claude Code's settings,
+//! Codex's hooks and config) merges into what is there, keeps the file's mode (tightening it
+//! only where rlclaw writes its key), keeps the first original as `<file>.rlclaw-backup`, and
+//! writes atomically. Nothing outside rlclaw's data folder is ever chmod-ed.
+
+pub mod files;
+pub mod hooks;
+pub mod openclaw;
+pub mod service;
+pub mod transcript;
+
+use std::path::PathBuf;
+
+/// The person's home folder (`$HOME`).
+pub fn home() -> anyhow::Result<PathBuf> {
+    dirs::home_dir().ok_or_else(|| anyhow::anyhow!("cannot tell your home folder: set HOME"))
+}
+
+/// The local user name: `$USER`, else `$LOGNAME`, else `uid-<n>`.
+pub fn user_name() -> String {
+    for var in ["USER", "LOGNAME"] {
+        if let Ok(name) = std::env::var(var)
+            && !name.trim().is_empty()
+        {
+            return name.trim().to_owned();
+        }
+    }
+    // SAFETY: getuid cannot fail; getpwuid returns null or a pointer to a static record whose
+    // name is a NUL-terminated string, read at once (the CLI is single-threaded here).
+    unsafe {
+        let uid = libc::getuid();
+        let pw = libc::getpwuid(uid);
+        if !pw.is_null() && !(*pw).pw_name.is_null() {
+            let name = std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy();
+            if !name.is_empty() {
+                return name.into_owned();
+            }
+        }
+        format!("uid-{uid}")
+    }
+}
+
+/// The running `rlclaw` binary, absolute (what services and hooks run).
+pub fn current_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot tell where the rlclaw binary is: {e}"))?;
+    Ok(exe.canonicalize().unwrap_or(exe))
+}
