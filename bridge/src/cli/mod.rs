@@ -1,13 +1,19 @@
 //! The `rlclaw` command line: one module per command.
 
 mod bench;
+mod doctor;
 mod export;
 mod history;
+mod hooks;
+mod init;
 mod key;
+mod plugin;
 mod rate;
 mod serve;
+mod service;
 mod status;
 mod train;
+mod uninstall;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +69,20 @@ enum Command {
     Reset(train::ResetArgs),
     /// Measure the bridge under load with signed requests.
     Bench(bench::Args),
+    /// Set up rlclaw: key, config, OpenClaw plugin, service (again: changes only what differs).
+    Init(init::Args),
+    /// Remove the service, the plugin entry and the agent hooks (data kept unless --purge).
+    Uninstall(uninstall::Args),
+    /// Install, remove or check the OpenClaw plugin and its config.
+    Plugin(plugin::Args),
+    /// Install, remove or check the bridge's systemd user unit or launchd agent.
+    Service(service::Args),
+    /// Install or remove the Claude Code or Codex Stop hook.
+    Hooks(hooks::Args),
+    /// What the Claude Code or Codex Stop hook runs: captures the finished turn (reads stdin).
+    Hook(hooks::HookArgs),
+    /// Check every part of the installation and say what to fix.
+    Doctor(doctor::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -93,6 +113,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rollback(args) => train::rollback(&dir, args),
         Command::Reset(args) => train::reset(&dir, args),
         Command::Bench(args) => bench::run(&dir, args),
+        Command::Init(args) => init::run(&dir, args),
+        Command::Uninstall(args) => uninstall::run(&dir, args),
+        Command::Plugin(args) => plugin::run(&dir, args),
+        Command::Service(args) => service::run(&dir, args),
+        Command::Hooks(args) => hooks::run(&dir, args),
+        Command::Hook(args) => hooks::run_hook(&dir, args),
+        Command::Doctor(args) => doctor::run(&dir, args),
     }
 }
 
