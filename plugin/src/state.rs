@@ -126,6 +126,16 @@ fn event_id(kind: &str, parts: &[&str]) -> String {
     format!("rl-{kind}-{}", &hex(&h.finalize())[..32])
 }
 
+/// Is this message text one of the plugin's own commands (`/rl`, `/rc`, `/rl@somebot ...`)?
+fn is_own_command(text: &str) -> bool {
+    let Some(rest) = text.trim_start().strip_prefix('/') else {
+        return false;
+    };
+    let word = rest.split_whitespace().next().unwrap_or("");
+    let name = word.split('@').next().unwrap_or("");
+    name.eq_ignore_ascii_case("rl") || name.eq_ignore_ascii_case("rc")
+}
+
 fn log(fx: &mut Vec<Effect>, level: LogLevel, msg: impl Into<String>) {
     fx.push(Effect::log(level, msg));
 }
@@ -179,6 +189,13 @@ impl Plugin {
             Event::Tick => self.tick(now, &mut fx),
         }
         self.pump(now, &mut fx);
+        // Hosts report the plugin's own answers as outbound messages too: remember them, so
+        // that they never become captured turns.
+        for e in &fx {
+            if let Effect::Reply { text, .. } = e {
+                self.seen.insert(now, &["reply", text.trim()]);
+            }
+        }
         fx
     }
 
@@ -247,6 +264,10 @@ impl Plugin {
     }
 
     fn inbound(&mut self, now: u64, m: &InboundMessage, fx: &mut Vec<Effect>) {
+        // `/rl ...` and `/rc ...` arrive as command events; as messages they are no prompt.
+        if is_own_command(&m.text) {
+            return;
+        }
         if let Some(id) = &m.message_id {
             let chat = m.place.chat.as_deref().unwrap_or("");
             if !self.seen.insert(now, &["in", &m.place.channel, chat, id]) {
@@ -259,6 +280,9 @@ impl Plugin {
     }
 
     fn outbound(&mut self, now: u64, m: &OutboundMessage) {
+        if self.seen.contains(&["reply", m.text.trim()]) {
+            return;
+        }
         let chat = m.place.chat.as_deref().unwrap_or("");
         if !m.message_ids.is_empty()
             && m.message_ids
@@ -859,6 +883,52 @@ mod tests {
                 args: "good".into(),
             }),
         )
+    }
+
+    #[test]
+    fn own_commands_and_own_replies_never_become_turns() {
+        assert!(is_own_command("/rl good"));
+        assert!(is_own_command("  /RC@rlclaw_bot bad too long"));
+        assert!(!is_own_command("/rlx good"));
+        assert!(!is_own_command("rl good"));
+        let mut p = configured();
+        let fx = rate(&mut p, 1_000_000, "c1");
+        let said: Vec<String> = replies(&fx).iter().map(|t| t.to_string()).collect();
+        let before = p.queued();
+        // The command and the plugin's answer come back as messages; neither opens a turn.
+        p.handle(
+            1_000_100,
+            &[5; 16],
+            Event::Inbound(InboundMessage {
+                place: place("42"),
+                sender: "42".into(),
+                message_id: Some("9".into()),
+                text: "/rl good".into(),
+                ..Default::default()
+            }),
+        );
+        for text in &said {
+            p.handle(
+                1_000_200,
+                &[6; 16],
+                Event::Outbound(OutboundMessage {
+                    place: place("42"),
+                    text: text.clone(),
+                    message_ids: vec!["10".into()],
+                    model: None,
+                }),
+            );
+        }
+        p.handle(1_010_000, &[7; 16], Event::Tick);
+        assert_eq!(
+            p.queued(),
+            before,
+            "a command or the plugin's own answer was captured"
+        );
+        // An ordinary exchange is captured by the same path.
+        turn(&mut p, 1_020_000);
+        p.handle(1_030_000, &[8; 16], Event::Tick);
+        assert_eq!(p.queued(), before + 1);
     }
 
     #[test]
