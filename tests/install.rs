@@ -1136,3 +1136,74 @@ fn doctor_reports_a_healthy_setup_ok_and_names_what_is_broken() {
     );
     drop(other);
 }
+
+#[test]
+fn uninstall_removes_what_init_added_and_keeps_the_data_unless_purged() {
+    let h = Home::new();
+    let fake = h.fake_openclaw();
+    let plugin = h.plugin_dir();
+    let config = h.path(".openclaw/openclaw.json");
+    let data = h.path("data");
+    let (d, f, c, p) = (
+        data.to_str().unwrap(),
+        fake.to_str().unwrap(),
+        config.to_str().unwrap(),
+        plugin.to_str().unwrap(),
+    );
+    let oc = ["--openclaw", f, "--openclaw-config", c, "--plugin-dir", p];
+    let model = h.model();
+    let m = model.to_str().unwrap();
+    let mut args = vec![
+        "init",
+        "--yes",
+        "--no-service",
+        "--data-dir",
+        d,
+        "--hooks",
+        "claude-code",
+        "--model",
+        m,
+    ];
+    args.extend(oc);
+    ok(h.run(&args));
+    let settings = h.path(".claude/settings.json");
+    assert!(
+        std::fs::read_to_string(&settings)
+            .unwrap()
+            .contains(" hook claude-code ")
+    );
+    assert!(read_json(&config)["plugins"]["entries"]["rlclaw"].is_object());
+
+    // --purge with no terminal to ask and no --yes: refused before anything changes.
+    let mut purge = vec!["uninstall", "--purge", "--data-dir", d];
+    purge.extend(oc);
+    let out = h.run(&purge);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--yes"), "{}", text(&out));
+    assert!(data.join("key").exists());
+    assert!(
+        std::fs::read_to_string(&settings)
+            .unwrap()
+            .contains(" hook claude-code ")
+    );
+
+    let mut plain = vec!["uninstall", "--data-dir", d];
+    plain.extend(oc);
+    let out = ok(h.run(&plain));
+    assert!(out.contains("kept your data"), "{out}");
+    assert!(data.join("key").exists() && data.join("config.toml").exists());
+    assert!(
+        read_json(&config)["plugins"]["entries"]
+            .get("rlclaw")
+            .is_none()
+    );
+    assert!(
+        !std::fs::read_to_string(&settings)
+            .unwrap()
+            .contains(" hook claude-code ")
+    );
+
+    purge.push("--yes");
+    ok(h.run(&purge));
+    assert!(!data.exists());
+}
