@@ -1207,3 +1207,68 @@ fn uninstall_removes_what_init_added_and_keeps_the_data_unless_purged() {
     ok(h.run(&purge));
     assert!(!data.exists());
 }
+
+#[test]
+fn the_codex_hook_captures_the_typed_prompt_not_the_injected_context() {
+    let h = Home::new();
+    let bridge = Bridge::start("");
+    let session = "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+    let transcript = h.path(&format!(
+        ".codex/sessions/2026/11/23/rollout-2026-11-23T03-00-00-{session}.jsonl"
+    ));
+    std::fs::create_dir_all(transcript.parent().unwrap()).unwrap();
+    let rows = [
+        json!({"timestamp": "2026-11-23T03:00:00.000Z", "type": "session_meta",
+               "payload": {"id": session, "cwd": "/work/app", "originator": "codex_cli_rs", "cli_version": "0.60.0"}}),
+        json!({"timestamp": "2026-11-23T03:00:00.100Z", "type": "response_item",
+               "payload": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "<environment_context>\n  <cwd>/work/app</cwd>\n</environment_context>"}]}}),
+        json!({"timestamp": "2026-11-23T03:00:01.000Z", "type": "response_item",
+               "payload": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "List the files"}]}}),
+        json!({"timestamp": "2026-11-23T03:00:01.000Z", "type": "event_msg",
+               "payload": {"type": "user_message", "message": "List the files", "images": []}}),
+        json!({"timestamp": "2026-11-23T03:00:02.000Z", "type": "response_item",
+               "payload": {"type": "function_call", "name": "shell", "arguments": "{\"command\":[\"ls\"]}", "call_id": "call_1"}}),
+        json!({"timestamp": "2026-11-23T03:00:02.500Z", "type": "response_item",
+               "payload": {"type": "function_call_output", "call_id": "call_1", "output": "{\"output\":\"a.txt\\n\"}"}}),
+        json!({"timestamp": "2026-11-23T03:00:03.000Z", "type": "response_item",
+               "payload": {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "There is one file: a.txt."}]}}),
+        json!({"timestamp": "2026-11-23T03:00:03.000Z", "type": "event_msg",
+               "payload": {"type": "agent_message", "message": "There is one file: a.txt."}}),
+    ];
+    let text_rows: Vec<String> = rows.iter().map(Value::to_string).collect();
+    std::fs::write(&transcript, text_rows.join("\n") + "\n").unwrap();
+    let payload = json!({
+        "session_id": session, "turn_id": "1", "transcript_path": transcript, "cwd": "/work/app",
+        "hook_event_name": "Stop", "model": "gpt-5-codex", "stop_hook_active": false,
+        "last_assistant_message": "There is one file: a.txt.",
+    })
+    .to_string();
+    let d = bridge.data_dir().to_str().unwrap().to_owned();
+    let addr = bridge.addr().to_string();
+    let out = h.run_stdin(
+        &["hook", "codex", "--data-dir", &d, "--bridge", &addr],
+        payload.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !bridge.data_dir().join("hooks.log").exists(),
+        "{:?}",
+        std::fs::read_to_string(bridge.data_dir().join("hooks.log"))
+    );
+    let conn = rusqlite::Connection::open_with_flags(
+        bridge.db_path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let (prompt, response, channel, model): (String, String, String, String) = conn
+        .query_row(
+            "SELECT prompt, response, channel, model FROM turns",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(prompt, "List the files");
+    assert_eq!(response, "There is one file: a.txt.");
+    assert_eq!(channel, "codex");
+    assert_eq!(model, "gpt-5-codex");
+}
