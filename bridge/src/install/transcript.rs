@@ -172,12 +172,8 @@ fn row_events(row: &Value, offset: u64, out: &mut Vec<Event>) {
                     });
                 }
             }
-            ("response_item", t)
-                if t.ends_with("call") || t.ends_with("call_output") || t == "reasoning" =>
-            {
-                if t != "reasoning" {
-                    out.push(Event::Tool);
-                }
+            ("response_item", t) if t.ends_with("call") || t.ends_with("call_output") => {
+                out.push(Event::Tool);
             }
             _ => {}
         }
