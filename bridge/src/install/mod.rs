@@ -51,3 +51,23 @@ pub fn current_bin() -> anyhow::Result<PathBuf> {
         .map_err(|e| anyhow::anyhow!("cannot tell where the rlclaw binary is: {e}"))?;
     Ok(exe.canonicalize().unwrap_or(exe))
 }
+
+/// Runs a prepared command with no input; its combined output, or an error that shows it under
+/// `label` (how a person would type the command).
+pub fn run_command(mut cmd: std::process::Command, label: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        anyhow::bail!("`{label}` failed ({}): {}", out.status, text.trim());
+    }
+    Ok(text)
+}

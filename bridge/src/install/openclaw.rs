@@ -11,7 +11,7 @@
 //! 4. `plugin/openclaw` of the source checkout this binary was built from.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
@@ -233,27 +233,11 @@ pub fn remove_config(config: &Path, id: &str, dir: Option<&Path>) -> Result<bool
 
 /// Runs the openclaw CLI with its config pointed at `config`; its output, or an error with it.
 pub fn run_openclaw(bin: &Path, config: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(bin)
-        .args(args)
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
         .env("OPENCLAW_CONFIG_PATH", config)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", bin.display()))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        bail!(
-            "`openclaw {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            text.trim()
-        );
-    }
-    Ok(text)
+        .env("NO_COLOR", "1");
+    super::run_command(cmd, &format!("openclaw {}", args.join(" ")))
 }
 
 /// Links the plugin into OpenClaw (unless already linked) and writes its config. Returns lines

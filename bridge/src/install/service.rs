@@ -130,25 +130,9 @@ pub fn render(manager: Manager, bin: &Path, data_dir: &Path) -> Result<String> {
 
 /// Runs a command; its combined output, or an error that shows it.
 fn run(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {program}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        bail!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            text.trim()
-        );
-    }
-    Ok(text)
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    super::run_command(cmd, &format!("{program} {}", args.join(" ")))
 }
 
 /// Whether a per-user service manager answers; the reason when not.
