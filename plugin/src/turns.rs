@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use serde_json::{Value, json};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::cut_utf8;
@@ -87,6 +87,34 @@ pub struct Turn {
 pub struct Capture {
     pub turn_id: String,
     pub body: Vec<u8>,
+}
+
+/// The `POST /v1/turns` body (PROTOCOL.md), serialised straight from borrowed fields: a flush
+/// happens inside a chat event, so it should not copy the conversation into a JSON tree first.
+#[derive(Serialize)]
+struct CaptureBody<'a> {
+    turn_id: &'a str,
+    session: &'a str,
+    channel: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chat: Option<&'a str>,
+    sender: &'a str,
+    group: bool,
+    message_ids: &'a [String],
+    prompt: &'a str,
+    response: &'a str,
+    context: Vec<ContextMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    at: u64,
+}
+
+#[derive(Serialize)]
+struct ContextMessage<'a> {
+    role: &'static str,
+    content: &'a str,
 }
 
 /// Caps that come from the configuration.
@@ -300,37 +328,34 @@ impl Turns {
         );
         let ctx: Vec<&HistEntry> = conv.history.iter().filter(|e| e.seq < p.ctx_end).collect();
         let skip = ctx.len().saturating_sub(lim.context_messages);
-        let context: Vec<Value> = ctx[skip..]
+        let context: Vec<ContextMessage> = ctx[skip..]
             .iter()
-            .map(|e| {
-                json!({
-                    "role": if e.role == Role::User { "user" } else { "assistant" },
-                    "content": cut_utf8(&e.text, lim.message_bytes),
-                })
+            .map(|e| ContextMessage {
+                role: if e.role == Role::User {
+                    "user"
+                } else {
+                    "assistant"
+                },
+                content: cut_utf8(&e.text, lim.message_bytes),
             })
             .collect();
         let place = &conv.place;
-        let mut body = json!({
-            "turn_id": p.turn_id,
-            "session": place.session,
-            "channel": place.channel,
-            "sender": p.sender,
-            "group": p.group,
-            "message_ids": message_ids,
-            "prompt": p.prompt,
-            "response": p.response,
-            "context": context,
-            "at": p.at,
-        });
-        if let Some(a) = &place.account {
-            body["account"] = json!(a);
-        }
-        if let Some(c) = &place.chat {
-            body["chat"] = json!(c);
-        }
-        if let Some(m) = &p.model {
-            body["model"] = json!(m);
-        }
+        let body = serde_json::to_vec(&CaptureBody {
+            turn_id: &p.turn_id,
+            session: &place.session,
+            channel: &place.channel,
+            account: place.account.as_deref(),
+            chat: place.chat.as_deref(),
+            sender: &p.sender,
+            group: p.group,
+            message_ids: &message_ids,
+            prompt: &p.prompt,
+            response: &p.response,
+            context,
+            model: p.model.as_deref(),
+            at: p.at,
+        })
+        .expect("a capture serialises");
         let turn = Turn {
             turn_id: p.turn_id.clone(),
             session: place.session.clone(),
@@ -348,7 +373,7 @@ impl Turns {
         self.captured.push_back(turn);
         Some(Capture {
             turn_id: p.turn_id,
-            body: serde_json::to_vec(&body).expect("a JSON value serialises"),
+            body,
         })
     }
 
@@ -494,6 +519,7 @@ pub fn expand_ids(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     const LIM: Limits = Limits {
         context_messages: 12,
