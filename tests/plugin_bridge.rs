@@ -3,7 +3,7 @@
 
 use rlclaw_tests::bridge::Bridge;
 use rlclaw_tests::wasm_host::{
-    PluginHost, Sent, command, config, inbound, outbound, place, reaction, wit,
+    PluginHost, Sent, callback, command, config, inbound, outbound, place, reaction, wit,
 };
 use serde_json::Value;
 
@@ -458,4 +458,214 @@ fn buttons_rate_the_turn_that_owns_the_message() {
     let r = host.feed(tap("b4", "alice", "maybe"));
     assert_eq!(r.len(), 1);
     assert_eq!(host.sent.len(), before);
+}
+
+/// The vote text OpenClaw 2026.9.6 delivers for a Telegram `poll_answer` (as `message_received`).
+fn vote_text(question: &str, option: &str) -> String {
+    format!("Poll response to \"{question}\": {option}")
+}
+
+fn turn_ids(host: &PluginHost) -> Vec<String> {
+    host.acked("/v1/turns")
+        .iter()
+        .map(|s| s.json()["turn_id"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn a_vote_on_a_rating_poll_rates_the_turn_the_poll_was_sent_for() {
+    let (bridge, mut host) = start("", &[]);
+    let mut cfg = config(bridge.key_hex());
+    cfg.poll_channels = vec!["telegram".into()];
+    host.configure(cfg);
+    let p = place("telegram", "42", SESSION);
+    // Two turns, each complete after the quiet period: each gets its own poll.
+    host.feed(inbound(&p, "42", false, "501", "first question"));
+    host.feed(outbound(&p, &["502"], "first answer"));
+    assert!(host.polls.is_empty(), "no poll while the reply may go on");
+    host.advance(2_500);
+    host.tick();
+    host.feed(inbound(&p, "42", false, "503", "second question"));
+    host.feed(outbound(&p, &["504"], "second answer"));
+    host.advance(2_500);
+    host.tick();
+    assert_eq!(host.polls.len(), 2, "{:?}", host.logs);
+    let (q1, q2) = (
+        host.polls[0].question.clone(),
+        host.polls[1].question.clone(),
+    );
+    assert_ne!(q1, q2, "each poll names its own turn");
+    let asked = &host.polls[0].place;
+    assert_eq!(
+        (asked.channel.as_str(), asked.chat.as_deref()),
+        ("telegram", Some("42"))
+    );
+    assert_eq!(host.polls[0].options, ["👍 Good", "👎 Bad"]);
+    let turns = turn_ids(&host);
+    assert_eq!(turns.len(), 2);
+
+    // A vote on the first poll, after the second turn: it rates the first turn, is claimed
+    // (so the host keeps it from the agent) and opens no turn.
+    host.feed(inbound(&p, "42", false, "1001", &vote_text(&q1, "👍 Good")));
+    assert_eq!(host.claims.len(), 1);
+    assert_eq!(host.claims[0].message_id.as_deref(), Some("1001"));
+    let r = last(&host, "/v1/ratings");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.response));
+    assert_eq!(r.json()["source"], "poll");
+    assert_eq!(r.json()["target"]["turn_id"], turns[0].as_str());
+    assert_eq!(counts(&bridge), (2, 1, 0));
+    // A changed vote replaces the rating.
+    host.feed(inbound(&p, "42", false, "1002", &vote_text(&q1, "👎 Bad")));
+    assert_eq!(rated_turn(&host), turns[0]);
+    assert_eq!(counts(&bridge), (2, 0, 1));
+    // The same vote reported again is a duplicate.
+    let before = host.sent.len();
+    host.feed(inbound(&p, "42", false, "1002", &vote_text(&q1, "👎 Bad")));
+    assert_eq!(host.sent.len(), before);
+    // A vote on the second poll rates the second turn.
+    host.feed(inbound(&p, "42", false, "1003", &vote_text(&q2, "👍 Good")));
+    assert_eq!(rated_turn(&host), turns[1]);
+    assert_eq!(counts(&bridge), (2, 1, 1));
+    host.advance(5_000);
+    host.tick();
+    assert_eq!(turn_ids(&host).len(), 2, "a vote is no prompt");
+    assert!(host.errors().is_empty(), "{:?}", host.logs);
+}
+
+#[test]
+fn poll_votes_from_others_or_on_unknown_polls_rate_nothing_and_other_polls_stay_the_agents() {
+    let (bridge, mut host) = start("", &[]);
+    let mut cfg = config(bridge.key_hex());
+    cfg.poll_channels = vec!["telegram".into()];
+    host.configure(cfg);
+    let g = place("telegram", "-7", SESSION);
+    host.feed(inbound(&g, "alice", true, "10", "group question"));
+    host.feed(outbound(&g, &["11"], "group answer"));
+    host.advance(2_500);
+    host.tick();
+    assert_eq!(host.polls.len(), 1);
+    let q = host.polls[0].question.clone();
+    // Someone else votes: claimed, but no rating.
+    host.feed(inbound(
+        &g,
+        "mallory",
+        true,
+        "2001",
+        &vote_text(&q, "👎 Bad"),
+    ));
+    assert_eq!(host.claims.len(), 1);
+    assert!(host.acked("/v1/ratings").is_empty());
+    // A vote on a poll the plugin never sent: claimed, nothing rated.
+    let unknown = vote_text("How was this reply? (rlclaw #00000000)", "👍 Good");
+    host.feed(inbound(&g, "alice", true, "2002", &unknown));
+    assert_eq!(host.claims.len(), 2);
+    assert!(host.acked("/v1/ratings").is_empty());
+    // A vote on somebody else's poll is an ordinary message for the agent.
+    host.feed(inbound(
+        &g,
+        "alice",
+        true,
+        "2003",
+        "Poll response to \"Lunch?\": Pizza",
+    ));
+    assert_eq!(host.claims.len(), 2);
+    // The owner's vote counts.
+    host.feed(inbound(
+        &g,
+        "alice",
+        true,
+        "2004",
+        &vote_text(&q, "👍 Good"),
+    ));
+    assert_eq!(last(&host, "/v1/ratings").status, 200);
+    assert_eq!(counts(&bridge).1, 1);
+    // No polls on channels not configured for them.
+    let w = place("slack", "C1", SESSION);
+    host.feed(inbound(&w, "U1", false, "1.1", "slack question"));
+    host.feed(outbound(&w, &["1.2"], "slack answer"));
+    host.advance(2_500);
+    host.tick();
+    assert_eq!(host.polls.len(), 1);
+}
+
+#[test]
+fn a_tap_that_beats_the_replys_delivery_report_waits_for_it_and_rates_that_turn() {
+    let (bridge, mut host) = start("", &[]);
+    let p = place("telegram", "42", SESSION);
+    host.feed(inbound(&p, "42", false, "501", "quick question"));
+    // The person taps the button on 502 before the host has reported 502 as delivered.
+    let r = host.feed(callback("tap1", &p, "42", "502", "good"));
+    assert!(r.is_empty(), "the answer waits for the rating: {r:?}");
+    assert!(host.acked("/v1/ratings").is_empty());
+    let r = host.feed(outbound(&p, &["502"], "quick answer"));
+    assert_eq!(r.len(), 1, "{:?}", host.logs);
+    assert_eq!(r[0].to, "tap1");
+    assert!(r[0].text.contains("rated good"), "{}", r[0].text);
+    let turns = host.acked("/v1/turns");
+    assert_eq!(turns.len(), 1);
+    assert_eq!(turns[0].json()["prompt"], "quick question");
+    assert_eq!(
+        rated_turn(&host),
+        turns[0].json()["turn_id"].as_str().unwrap()
+    );
+    assert_eq!(counts(&bridge), (1, 1, 0));
+    // A reaction that beats it waits the same way.
+    host.feed(inbound(&p, "42", false, "503", "another one"));
+    host.feed(reaction(
+        "rx1",
+        SESSION,
+        "Telegram reaction added: 👎 by Alice (@alice) on msg 504",
+        Some("telegram:reaction:add:42:504:42:👎"),
+    ));
+    assert_eq!(counts(&bridge), (1, 1, 0));
+    host.feed(outbound(&p, &["504"], "another answer"));
+    assert_eq!(counts(&bridge), (2, 1, 1));
+}
+
+#[test]
+fn a_tap_on_a_reply_that_is_never_seen_is_answered_clearly() {
+    let (bridge, mut host) = start("", &[]);
+    let p = place("telegram", "42", SESSION);
+    // While a reply is on its way the tap waits, at most a few seconds.
+    host.feed(inbound(&p, "42", false, "501", "question"));
+    assert!(
+        host.feed(callback("tap1", &p, "42", "777", "good"))
+            .is_empty()
+    );
+    host.feed(outbound(&p, &["502"], "answer"));
+    host.advance(1_000);
+    assert!(host.tick().is_empty());
+    host.advance(5_000);
+    let r = host.tick();
+    assert_eq!(r.len(), 1, "{:?}", host.logs);
+    assert_eq!(r[0].to, "tap1");
+    assert!(r[0].text.contains("never saw that reply"), "{}", r[0].text);
+    // With no reply on its way it is answered at once (the bridge is asked first: it may know
+    // the reply from before a restart).
+    let r = host.feed(callback("tap2", &p, "42", "778", "bad"));
+    assert_eq!(r.len(), 1);
+    assert!(r[0].text.contains("never saw that reply"), "{}", r[0].text);
+    assert_eq!(last(&host, "/v1/ratings").status, 404);
+    assert_eq!(counts(&bridge), (1, 0, 0));
+}
+
+#[test]
+fn waiting_taps_are_bounded_in_count() {
+    let (_bridge, mut host) = start("", &[]);
+    let p = place("telegram", "42", SESSION);
+    host.feed(inbound(&p, "42", false, "501", "question"));
+    let mut answered = 0;
+    for i in 0..70 {
+        answered += host
+            .feed(callback(
+                &format!("t{i}"),
+                &p,
+                "42",
+                &format!("{}", 1000 + i),
+                "good",
+            ))
+            .len();
+    }
+    // 64 wait; the oldest six went to the bridge as they were and were answered.
+    assert_eq!(answered, 6, "{:?}", host.replies);
 }

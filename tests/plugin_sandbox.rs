@@ -24,7 +24,7 @@ fn component_imports_nothing_at_all() {
         .collect();
     assert_eq!(
         exports,
-        ["rlclaw:plugin/types@0.1.0", "rlclaw:plugin/plugin@0.1.0"]
+        ["rlclaw:plugin/types@0.2.0", "rlclaw:plugin/plugin@0.2.0"]
     );
 }
 
@@ -170,6 +170,7 @@ fn wit_types_round_trip_through_the_component() {
         emoji_overrides: vec![("🎉".into(), 0.5)],
         context_messages: 4,
         message_bytes: 256,
+        poll_channels: vec!["telegram".into()],
     });
     let p = place("telegram", "42", "agent:main:main");
     host.feed(wit::Event::Callback(wit::Callback {
@@ -193,5 +194,21 @@ fn wit_types_round_trip_through_the_component() {
         body: vec![],
     }));
     host.tick();
+    // A quiet reply on a poll channel gets a poll; a vote on it is claimed.
+    host.feed(inbound(&p, "42", false, "501", "q"));
+    host.feed(outbound(&p, &["502"], "a"));
+    host.advance(3_000);
+    host.tick();
+    assert_eq!(host.polls.len(), 1, "{:?}", host.logs);
+    let asked = &host.polls[0].place;
+    assert_eq!(
+        (asked.channel.as_str(), asked.chat.as_deref()),
+        ("telegram", Some("42"))
+    );
+    assert_eq!(host.polls[0].options, ["👍 Good", "👎 Bad"]);
+    let vote = format!("Poll response to \"{}\": 👍 Good", host.polls[0].question);
+    host.feed(inbound(&p, "42", false, "9001", &vote));
+    assert_eq!(host.claims.len(), 1);
+    assert_eq!(host.claims[0].message_id.as_deref(), Some("9001"));
     assert!(host.errors().is_empty(), "{:?}", host.logs);
 }

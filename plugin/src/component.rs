@@ -40,6 +40,7 @@ fn event(e: w::Event) -> c::Event {
             emoji_overrides: x.emoji_overrides,
             context_messages: x.context_messages,
             message_bytes: x.message_bytes,
+            poll_channels: x.poll_channels,
         }),
         w::Event::Inbound(x) => c::Event::Inbound(c::InboundMessage {
             place: place(x.place),
@@ -86,6 +87,15 @@ fn event(e: w::Event) -> c::Event {
     }
 }
 
+fn wit_place(p: c::Place) -> w::Place {
+    w::Place {
+        channel: p.channel,
+        account: p.account,
+        chat: p.chat,
+        session: p.session,
+    }
+}
+
 fn effect(e: c::Effect) -> w::Effect {
     match e {
         c::Effect::Request(r) => w::Effect::Request(w::BridgeRequest {
@@ -104,6 +114,19 @@ fn effect(e: c::Effect) -> w::Effect {
                 c::LogLevel::Error => w::LogLevel::Error,
             },
             message,
+        }),
+        c::Effect::Poll {
+            place,
+            question,
+            options,
+        } => w::Effect::Poll(w::PollRequest {
+            place: wit_place(place),
+            question,
+            options,
+        }),
+        c::Effect::Claim { place, message_id } => w::Effect::Claim(w::ClaimedMessage {
+            place: wit_place(place),
+            message_id,
         }),
     }
 }

@@ -9,6 +9,7 @@ pub const MAX_CONTEXT_MESSAGES: usize = 64;
 pub const DEFAULT_MESSAGE_BYTES: usize = 4096;
 pub const MAX_MESSAGE_BYTES: usize = 65536;
 pub const MAX_RATERS: usize = 256;
+pub const MAX_POLL_CHANNELS: usize = 64;
 
 #[derive(Clone, Debug)]
 pub struct Active {
@@ -18,6 +19,8 @@ pub struct Active {
     pub emojis: EmojiMap,
     pub context_messages: usize,
     pub message_bytes: usize,
+    /// Channels whose replies get a rating poll.
+    pub poll_channels: Vec<String>,
 }
 
 impl Active {
@@ -34,6 +37,18 @@ impl Active {
         {
             return Err(format!("rater {bad:?} is not a sender id"));
         }
+        if c.poll_channels.len() > MAX_POLL_CHANNELS {
+            return Err(format!(
+                "at most {MAX_POLL_CHANNELS} poll channels may be configured"
+            ));
+        }
+        if let Some(bad) = c
+            .poll_channels
+            .iter()
+            .find(|ch| ch.trim().is_empty() || ch.len() > 64)
+        {
+            return Err(format!("poll channel {bad:?} is not a channel id"));
+        }
         let emojis = EmojiMap::new(c.emoji_preset, &c.emoji_overrides)?;
         let context_messages = match c.context_messages as usize {
             0 => DEFAULT_CONTEXT_MESSAGES,
@@ -49,7 +64,17 @@ impl Active {
             emojis,
             context_messages,
             message_bytes,
+            poll_channels: c
+                .poll_channels
+                .iter()
+                .map(|ch| ch.trim().to_string())
+                .collect(),
         })
+    }
+
+    /// Whether replies on `channel` get a rating poll.
+    pub fn polls_on(&self, channel: &str) -> bool {
+        self.poll_channels.iter().any(|c| c == channel)
     }
 
     /// Whether `who` (on `channel`) is a configured rater.
@@ -87,6 +112,7 @@ mod tests {
             emoji_overrides: vec![],
             context_messages: 0,
             message_bytes: 0,
+            poll_channels: vec![],
         }
     }
 
@@ -111,6 +137,9 @@ mod tests {
         assert!(Active::from_config(&c).is_err());
         let mut c = cfg();
         c.raters = vec!["".into()];
+        assert!(Active::from_config(&c).is_err());
+        let mut c = cfg();
+        c.poll_channels = vec![" ".into()];
         assert!(Active::from_config(&c).is_err());
     }
 

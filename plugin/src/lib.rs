@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod emoji;
 pub mod outbox;
+pub mod polls;
 pub mod reactions;
 pub mod signing;
 pub mod state;

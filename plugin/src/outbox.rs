@@ -31,6 +31,9 @@ pub struct Job {
     pub body: Vec<u8>,
     /// The command or callback id of a person waiting for the answer.
     pub reply_to: Option<String>,
+    /// What to tell that person when the bridge has no such turn (404 `turn_not_found`),
+    /// instead of the bridge's own words.
+    pub not_found: Option<&'static str>,
     pub created_at: u64,
 }
 
@@ -141,6 +144,7 @@ mod tests {
             path: "/v1/ratings",
             body: vec![],
             reply_to: None,
+            not_found: None,
             created_at: at,
         }
     }

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::commands::{self, Parsed};
 use crate::config::{Active, DEFAULT_CONTEXT_MESSAGES, DEFAULT_MESSAGE_BYTES};
 use crate::outbox::{Job, JobKind, Outbox, REQUEST_TIMEOUT_MS, backoff_ms};
+use crate::polls::{self, Poll, Polls, Vote};
 use crate::reactions;
 use crate::signing::{Drbg, hex};
 use crate::turns::{Capture, Limits, Turn, Turns};
@@ -18,6 +19,11 @@ use crate::types::*;
 pub const PROOF_TTL_MS: u64 = 300_000;
 pub const MAX_SEEN: usize = 4096;
 pub const SEEN_TTL_MS: u64 = 24 * 3600 * 1000;
+/// A rating of a message the plugin has not seen delivered yet (a tap that beat the host's
+/// `message_sent`) waits at most this long for it, while a reply is on its way in that chat.
+pub const HOLD_MS: u64 = 5_000;
+/// At most this many such ratings wait; the oldest goes out as it is when one more comes.
+pub const MAX_HELD: usize = 64;
 
 /// Remembers recent event keys to drop duplicates; capped in count and age.
 #[derive(Debug, Default)]
@@ -105,6 +111,41 @@ struct Link {
     down: bool,
 }
 
+/// A rating of one message of a reply: a button tap or a reaction. It waits in `held` while
+/// the plugin has not seen that message delivered yet.
+#[derive(Debug)]
+struct MessageRating {
+    /// When the tap or reaction came.
+    at: u64,
+    channel: String,
+    chat: Option<String>,
+    message_id: String,
+    /// The person, when the event names them (a reaction may not: then only a direct chat's
+    /// owner can have reacted).
+    rater: Option<String>,
+    /// None: take the rating back.
+    value: Option<f64>,
+    source: &'static str,
+    emoji: Option<String>,
+    event_id: String,
+    /// The callback id of a person waiting for the answer.
+    reply_to: Option<String>,
+}
+
+/// What goes into one `POST` or `DELETE /v1/ratings`.
+struct Rating<'a> {
+    event_id: String,
+    target: Value,
+    rater: &'a str,
+    /// None: take the rating back.
+    value: Option<f64>,
+    source: &'a str,
+    emoji: Option<&'a str>,
+    reason: Option<&'a str>,
+    reply_to: Option<&'a str>,
+    not_found: Option<&'static str>,
+}
+
 /// The whole plugin.
 #[derive(Debug, Default)]
 pub struct Plugin {
@@ -115,6 +156,8 @@ pub struct Plugin {
     seen: Seen,
     next_id: u64,
     link: Link,
+    polls: Polls,
+    held: VecDeque<MessageRating>,
 }
 
 fn event_id(kind: &str, parts: &[&str]) -> String {
@@ -174,6 +217,11 @@ impl Plugin {
         self.outbox.len()
     }
 
+    /// Number of ratings waiting for their reply to be seen (for tests).
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
     /// Feeds one event; returns what the host must do.
     pub fn handle(&mut self, now: u64, entropy: &[u8], event: Event) -> Vec<Effect> {
         self.rng.reseed(entropy, now);
@@ -181,7 +229,7 @@ impl Plugin {
         match event {
             Event::Configure(c) => self.configure(&c, &mut fx),
             Event::Inbound(m) => self.inbound(now, &m, &mut fx),
-            Event::Outbound(m) => self.outbound(now, &m),
+            Event::Outbound(m) => self.outbound(now, &m, &mut fx),
             Event::Command(c) => self.command(now, &c, &mut fx),
             Event::Callback(c) => self.callback(now, &c, &mut fx),
             Event::Reaction(r) => self.reaction(now, &r, &mut fx),
@@ -256,6 +304,7 @@ impl Plugin {
                     path: "/v1/turns",
                     body: c.body,
                     reply_to: None,
+                    not_found: None,
                     created_at: now,
                 },
                 fx,
@@ -266,6 +315,16 @@ impl Plugin {
     fn inbound(&mut self, now: u64, m: &InboundMessage, fx: &mut Vec<Effect>) {
         // `/rl ...` and `/rc ...` arrive as command events; as messages they are no prompt.
         if is_own_command(&m.text) {
+            return;
+        }
+        // A vote on one of the plugin's polls is a rating, not a prompt: claim it, so that the
+        // host keeps it from the agent.
+        if let Some(vote) = polls::parse_vote(&m.text) {
+            fx.push(Effect::Claim {
+                place: m.place.clone(),
+                message_id: m.message_id.clone(),
+            });
+            self.vote(now, m, vote, fx);
             return;
         }
         if let Some(id) = &m.message_id {
@@ -279,7 +338,7 @@ impl Plugin {
         self.enqueue_capture(now, cap, fx);
     }
 
-    fn outbound(&mut self, now: u64, m: &OutboundMessage) {
+    fn outbound(&mut self, now: u64, m: &OutboundMessage, fx: &mut Vec<Effect>) {
         if self.seen.contains(&["reply", m.text.trim()]) {
             return;
         }
@@ -296,6 +355,8 @@ impl Plugin {
         }
         let lim = self.limits();
         self.turns.outbound(now, m, lim);
+        // A tap or reaction that came before this delivery report may be for it.
+        self.retry_held(now, fx);
     }
 
     fn target_json(turn: Option<&Turn>, session: &str, sender: &str) -> Value {
@@ -305,44 +366,31 @@ impl Plugin {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn enqueue_rating(
-        &mut self,
-        now: u64,
-        event_id: String,
-        target: Value,
-        rater: &str,
-        value: Option<f64>,
-        source: &str,
-        emoji: Option<&str>,
-        reason: Option<&str>,
-        reply_to: Option<&str>,
-        fx: &mut Vec<Effect>,
-    ) {
-        let (kind, method, body) = match value {
+    fn enqueue_rating(&mut self, now: u64, r: Rating, fx: &mut Vec<Effect>) {
+        let (kind, method, body) = match r.value {
             Some(v) => {
                 let mut b = json!({
-                    "event_id": event_id,
-                    "target": target,
-                    "rater": rater,
+                    "event_id": r.event_id,
+                    "target": r.target,
+                    "rater": r.rater,
                     "value": v,
-                    "source": source,
+                    "source": r.source,
                 });
-                if let Some(e) = emoji {
+                if let Some(e) = r.emoji {
                     b["emoji"] = json!(e);
                 }
-                if let Some(r) = reason {
-                    b["reason"] = json!(r);
+                if let Some(why) = r.reason {
+                    b["reason"] = json!(why);
                 }
                 (JobKind::Rate { good: v > 0.0 }, "POST", b)
             }
             None => (
                 JobKind::Unrate,
                 "DELETE",
-                json!({"event_id": event_id, "target": target, "rater": rater}),
+                json!({"event_id": r.event_id, "target": r.target, "rater": r.rater}),
             ),
         };
-        let mut reply_to = reply_to.map(String::from);
+        let mut reply_to = r.reply_to.map(String::from);
         if let Some(to) = &reply_to
             && self.link.down
         {
@@ -356,6 +404,7 @@ impl Plugin {
                 path: "/v1/ratings",
                 body: serde_json::to_vec(&body).expect("JSON serialises"),
                 reply_to,
+                not_found: r.not_found,
                 created_at: now,
             },
             fx,
@@ -387,14 +436,17 @@ impl Plugin {
                 let target = Self::target_json(turn.as_ref(), session, &c.sender);
                 self.enqueue_rating(
                     now,
-                    event_id("cmd", &[&c.id]),
-                    target,
-                    &c.sender,
-                    Some(value),
-                    "command",
-                    None,
-                    reason.as_deref(),
-                    Some(&c.id),
+                    Rating {
+                        event_id: event_id("cmd", &[&c.id]),
+                        target,
+                        rater: &c.sender,
+                        value: Some(value),
+                        source: "command",
+                        emoji: None,
+                        reason: reason.as_deref(),
+                        reply_to: Some(&c.id),
+                        not_found: None,
+                    },
                     fx,
                 );
             }
@@ -431,6 +483,7 @@ impl Plugin {
                 path: "/v1/commands",
                 body: serde_json::to_vec(&body).expect("JSON serialises"),
                 reply_to: Some(c.id.clone()),
+                not_found: None,
                 created_at: now,
             },
             fx,
@@ -476,39 +529,20 @@ impl Plugin {
             ));
             return;
         };
-        let lim = self.limits();
-        let chat = cb.place.chat.as_deref();
-        let (cap, turn) = self.turns.by_message(&cb.place.channel, chat, mid, lim);
-        self.enqueue_capture(now, cap, fx);
-        let target = match &turn {
-            Some(t) => {
-                if !self.may_rate(&cb.place.channel, &cb.sender, t) {
-                    fx.push(Effect::reply(
-                        &cb.id,
-                        "Only the person who asked can rate this reply.",
-                    ));
-                    return;
-                }
-                json!({"turn_id": t.turn_id})
-            }
-            None => match chat {
-                Some(ch) => json!({"channel": cb.place.channel, "chat": ch, "message_id": mid}),
-                None => {
-                    fx.push(Effect::reply(&cb.id, "I don't know that reply any more."));
-                    return;
-                }
-            },
-        };
-        self.enqueue_rating(
+        self.rate_message(
             now,
-            event_id("cb", &[&cb.id]),
-            target,
-            &cb.sender,
-            Some(value),
-            source,
-            None,
-            None,
-            Some(&cb.id),
+            MessageRating {
+                at: now,
+                channel: cb.place.channel.clone(),
+                chat: cb.place.chat.clone(),
+                message_id: mid.to_string(),
+                rater: Some(cb.sender.clone()),
+                value: Some(value),
+                source,
+                emoji: None,
+                event_id: event_id("cb", &[&cb.id]),
+                reply_to: Some(cb.id.clone()),
+            },
             fx,
         );
     }
@@ -524,58 +558,221 @@ impl Plugin {
         let Some(value) = cfg.emojis.value(&p.emoji) else {
             return;
         };
-        let lim = self.limits();
-        let (cap, turn) = self
-            .turns
-            .by_message(&p.channel, p.chat.as_deref(), &p.message_id, lim);
-        self.enqueue_capture(now, cap, fx);
-        let (target, rater) = match &turn {
-            Some(t) => {
-                let rater = match (&p.user, t.group) {
-                    (Some(u), _) => u.clone(),
-                    // Without a user id only a direct chat's owner can have reacted.
-                    (None, false) => t.sender.clone(),
-                    (None, true) => return,
-                };
-                if !self.may_rate(&p.channel, &rater, t) {
-                    log(
-                        fx,
-                        LogLevel::Debug,
-                        "rlclaw: ignored a reaction by someone other than the turn's owner",
-                    );
-                    return;
-                }
-                (json!({"turn_id": t.turn_id}), rater)
-            }
-            None => match (&p.chat, &p.user) {
-                (Some(chat), Some(user)) => (
-                    json!({"channel": p.channel, "chat": chat, "message_id": p.message_id}),
-                    user.clone(),
-                ),
-                _ => return,
-            },
-        };
         let key = r.context_key.as_deref().unwrap_or("");
-        self.enqueue_rating(
+        let event_id = event_id("rx", &[&r.id, key]);
+        self.rate_message(
             now,
-            event_id("rx", &[&r.id, key]),
-            target,
-            &rater,
-            p.added.then_some(value),
-            "reaction",
-            Some(&p.emoji),
-            None,
-            None,
+            MessageRating {
+                at: now,
+                channel: p.channel,
+                chat: p.chat,
+                message_id: p.message_id,
+                rater: p.user,
+                value: p.added.then_some(value),
+                source: "reaction",
+                emoji: Some(p.emoji),
+                event_id,
+                reply_to: None,
+            },
             fx,
         );
     }
 
+    /// Rates the turn one of whose messages was tapped or reacted to. A message the plugin has
+    /// not seen delivered yet, while a reply is on its way in that chat, is most likely that
+    /// reply (the tap beat the host's delivery report): the rating waits for it, at most
+    /// `HOLD_MS`. Otherwise it goes to the bridge by message id, which may know the reply from
+    /// before a restart; if the bridge does not either, the person is told so.
+    fn rate_message(&mut self, now: u64, m: MessageRating, fx: &mut Vec<Effect>) {
+        let lim = self.limits();
+        let (cap, turn) = self
+            .turns
+            .by_message(&m.channel, m.chat.as_deref(), &m.message_id, lim);
+        self.enqueue_capture(now, cap, fx);
+        let Some(t) = turn else {
+            if now.saturating_sub(m.at) < HOLD_MS
+                && self.turns.awaiting_reply(&m.channel, m.chat.as_deref())
+            {
+                self.hold(now, m, fx);
+            } else {
+                self.rate_unknown_message(now, m, fx);
+            }
+            return;
+        };
+        let rater = match (&m.rater, t.group) {
+            (Some(u), _) => u.clone(),
+            // Without a user id only a direct chat's owner can have reacted.
+            (None, false) => t.sender.clone(),
+            (None, true) => return,
+        };
+        if !self.may_rate(&m.channel, &rater, &t) {
+            match &m.reply_to {
+                Some(to) => fx.push(Effect::reply(
+                    to,
+                    "Only the person who asked can rate this reply.",
+                )),
+                None => log(
+                    fx,
+                    LogLevel::Debug,
+                    "rlclaw: ignored a reaction by someone other than the turn's owner",
+                ),
+            }
+            return;
+        }
+        self.enqueue_rating(
+            now,
+            Rating {
+                event_id: m.event_id,
+                target: json!({"turn_id": t.turn_id}),
+                rater: &rater,
+                value: m.value,
+                source: m.source,
+                emoji: m.emoji.as_deref(),
+                reason: None,
+                reply_to: m.reply_to.as_deref(),
+                not_found: None,
+            },
+            fx,
+        );
+    }
+
+    /// A rating of a message no captured turn holds: by message id, for the bridge to resolve.
+    fn rate_unknown_message(&mut self, now: u64, m: MessageRating, fx: &mut Vec<Effect>) {
+        let (Some(chat), Some(rater)) = (m.chat.as_deref(), m.rater.as_deref()) else {
+            if let Some(to) = &m.reply_to {
+                fx.push(Effect::reply(to, UNKNOWN_REPLY_TEXT));
+            }
+            return;
+        };
+        let target = json!({"channel": m.channel, "chat": chat, "message_id": m.message_id});
+        self.enqueue_rating(
+            now,
+            Rating {
+                event_id: m.event_id.clone(),
+                target,
+                rater,
+                value: m.value,
+                source: m.source,
+                emoji: m.emoji.as_deref(),
+                reason: None,
+                reply_to: m.reply_to.as_deref(),
+                not_found: Some(UNKNOWN_REPLY_TEXT),
+            },
+            fx,
+        );
+    }
+
+    fn hold(&mut self, now: u64, m: MessageRating, fx: &mut Vec<Effect>) {
+        if self.held.len() >= MAX_HELD
+            && let Some(oldest) = self.held.pop_front()
+        {
+            self.rate_unknown_message(now, oldest, fx);
+        }
+        self.held.push_back(m);
+    }
+
+    /// Gives every waiting rating another chance: rated once its message is seen, sent by
+    /// message id once it has waited `HOLD_MS` or no reply is on its way any more.
+    fn retry_held(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        for m in std::mem::take(&mut self.held) {
+            self.rate_message(now, m, fx);
+        }
+    }
+
+    /// A vote on one of the plugin's polls: rates the turn the poll was sent for.
+    fn vote(&mut self, now: u64, m: &InboundMessage, v: Vote, fx: &mut Vec<Effect>) {
+        let chat = m.place.chat.as_deref().unwrap_or("");
+        if let Some(id) = &m.message_id
+            && !self.seen.insert(now, &["vote", &m.place.channel, chat, id])
+        {
+            return;
+        }
+        if self.cfg.is_none() {
+            return;
+        }
+        let Some(value) = v.value else {
+            log(
+                fx,
+                LogLevel::Debug,
+                "rlclaw: a poll answer that is not one of its options was ignored",
+            );
+            return;
+        };
+        let found = self
+            .polls
+            .find(&m.place.channel, m.place.chat.as_deref(), v.poll_ref)
+            .and_then(|p| self.turns.by_id(&p.turn_id));
+        let Some(turn) = found else {
+            log(
+                fx,
+                LogLevel::Info,
+                "rlclaw: a vote on a rating poll it no longer remembers was ignored",
+            );
+            return;
+        };
+        if !self.may_rate(&m.place.channel, &m.sender, &turn) {
+            log(
+                fx,
+                LogLevel::Debug,
+                "rlclaw: ignored a poll vote by someone other than the turn's owner",
+            );
+            return;
+        }
+        let at = now.to_string();
+        let id = m.message_id.as_deref().unwrap_or(&at);
+        self.enqueue_rating(
+            now,
+            Rating {
+                event_id: event_id("poll", &[&m.place.channel, chat, v.poll_ref, &m.sender, id]),
+                target: json!({"turn_id": turn.turn_id}),
+                rater: &m.sender,
+                value: Some(value),
+                source: "poll",
+                emoji: None,
+                reason: None,
+                reply_to: None,
+                not_found: None,
+            },
+            fx,
+        );
+    }
+
+    /// Asks for a rating with a poll after a captured reply, where the configuration says so.
+    fn ask_with_poll(&mut self, now: u64, cap: &Capture, fx: &mut Vec<Effect>) {
+        if !self
+            .cfg
+            .as_ref()
+            .is_some_and(|c| c.polls_on(&cap.place.channel))
+            || cap.place.chat.is_none()
+        {
+            return;
+        }
+        let mut poll_ref = self.rng.nonce();
+        poll_ref.truncate(polls::REF_LEN);
+        fx.push(Effect::Poll {
+            place: cap.place.clone(),
+            question: polls::question(&poll_ref),
+            options: polls::options(),
+        });
+        self.polls.add(Poll {
+            poll_ref,
+            turn_id: cap.turn_id.clone(),
+            channel: cap.place.channel.clone(),
+            chat: cap.place.chat.clone(),
+            at: now,
+        });
+    }
+
     fn tick(&mut self, now: u64, fx: &mut Vec<Effect>) {
         let lim = self.limits();
+        // A reply that went quiet is complete: it is captured, and rated by poll where asked.
         for cap in self.turns.tick(now, lim) {
+            self.ask_with_poll(now, &cap, fx);
             self.enqueue_capture(now, Some(cap), fx);
         }
+        self.retry_held(now, fx);
         self.seen.expire(now);
+        self.polls.expire(now);
         let keep = usize::from(self.link.in_flight.as_ref().is_some_and(|f| !f.proof));
         for job in self.outbox.expire(now, keep) {
             log(
@@ -693,7 +890,11 @@ impl Plugin {
                 ),
             );
             if let Some(to) = &job.reply_to {
-                fx.push(Effect::reply(to, format!("⚠️ {msg}")));
+                let text = match job.not_found {
+                    Some(t) if status == 404 && code == "turn_not_found" => t.to_string(),
+                    _ => format!("⚠️ {msg}"),
+                };
+                fx.push(Effect::reply(to, text));
             }
         }
     }
@@ -766,6 +967,7 @@ impl Plugin {
 pub const NOT_CONFIGURED_TEXT: &str = "rlclaw is not set up yet: its bridge key is missing. Run `rlclaw init` and add the key to the plugin's config.";
 pub const UNREACHABLE_TEXT: &str =
     "rlclaw can't reach its bridge right now (is `rlclaw serve` running?). Please try again later.";
+pub const UNKNOWN_REPLY_TEXT: &str = "⚠️ rlclaw never saw that reply being delivered (it may be older than rlclaw's setup), so it can't rate it. /rl good or /rl bad rates your latest reply.";
 pub const QUEUED_TEXT: &str = "⏳ Noted. The rlclaw bridge is not reachable right now, so your rating waits and is sent when it is back.";
 
 #[cfg(test)]

@@ -87,6 +87,8 @@ pub struct Turn {
 pub struct Capture {
     pub turn_id: String,
     pub body: Vec<u8>,
+    /// Where the turn happened (a rating poll goes there).
+    pub place: Place,
 }
 
 /// The `POST /v1/turns` body (PROTOCOL.md), serialised straight from borrowed fields: a flush
@@ -366,6 +368,7 @@ impl Turns {
             message_ids,
             at: p.at,
         };
+        let place = place.clone();
         conv.last_turn = Some(p.turn_id.clone());
         if self.captured.len() >= MAX_TURNS {
             self.captured.pop_front();
@@ -374,6 +377,7 @@ impl Turns {
         Some(Capture {
             turn_id: p.turn_id,
             body,
+            place,
         })
     }
 
@@ -442,6 +446,25 @@ impl Turns {
             (_, Some(t)) => (None, Some(t.clone())),
             _ => (None, None),
         }
+    }
+
+    /// A captured turn by its id.
+    pub fn by_id(&self, turn_id: &str) -> Option<Turn> {
+        self.captured
+            .iter()
+            .rev()
+            .find(|t| t.turn_id == turn_id)
+            .cloned()
+    }
+
+    /// Whether a reply may still be on its way in this conversation: a person's message waits
+    /// for its reply, or for the quiet period after it.
+    pub fn awaiting_reply(&self, channel: &str, chat: Option<&str>) -> bool {
+        self.convs.iter().any(|c| {
+            c.place.channel == channel
+                && chat_matches(c.place.chat.as_deref(), chat)
+                && c.pending.is_some()
+        })
     }
 
     /// The turn one of whose reply messages has this id (flushing it first when pending).

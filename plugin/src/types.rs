@@ -24,6 +24,7 @@ pub struct Config {
     pub emoji_overrides: Vec<(String, f64)>,
     pub context_messages: u32,
     pub message_bytes: u32,
+    pub poll_channels: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -113,8 +114,25 @@ pub enum LogLevel {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
     Request(BridgeRequest),
-    Reply { to: String, text: String },
-    Log { level: LogLevel, message: String },
+    Reply {
+        to: String,
+        text: String,
+    },
+    Log {
+        level: LogLevel,
+        message: String,
+    },
+    /// A rating poll to show after a reply.
+    Poll {
+        place: Place,
+        question: String,
+        options: Vec<String>,
+    },
+    /// The inbound message was the plugin's (a vote on its poll), not the agent's.
+    Claim {
+        place: Place,
+        message_id: Option<String>,
+    },
 }
 
 impl Effect {

@@ -1,8 +1,8 @@
 //! A wasmtime 48 host for the plugin component (the file `tests/build.rs` builds), as the
 //! OpenClaw shim would host it: it feeds events with the time and fresh random bytes, performs
 //! the `request` effects over HTTP against a bridge and feeds each `bridge-response` back, and
-//! collects the replies and log lines. Fuel and memory limits are on; the compiled `Component`
-//! is shared by every host in a test binary.
+//! collects the replies, log lines, polls to send and claimed messages. Fuel and memory limits
+//! are on; the compiled `Component` is shared by every host in a test binary.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -21,7 +21,10 @@ wasmtime::component::bindgen!({
 
 /// The WIT types (`wit/rlclaw.wit`), as the host sees them.
 pub use self::exports::rlclaw::plugin::types as wit;
-use wit::{BridgeRequest, BridgeResponse, Effect, Event, LogLevel, LogLine, Reply};
+use wit::{
+    BridgeRequest, BridgeResponse, ClaimedMessage, Effect, Event, LogLevel, LogLine, PollRequest,
+    Reply,
+};
 
 /// Fuel for one event: generous for chat events, small enough to stop a runaway loop fast.
 pub const FUEL_PER_EVENT: u64 = 200_000_000;
@@ -131,6 +134,10 @@ pub struct PluginHost {
     pub replies: Vec<Reply>,
     pub logs: Vec<LogLine>,
     pub sent: Vec<Sent>,
+    /// Rating polls the plugin asked the host to show.
+    pub polls: Vec<PollRequest>,
+    /// Inbound messages the plugin claimed as its own (votes on its polls).
+    pub claims: Vec<ClaimedMessage>,
     entropy: RandomState,
     counter: u64,
 }
@@ -160,6 +167,8 @@ impl PluginHost {
             replies: Vec::new(),
             logs: Vec::new(),
             sent: Vec::new(),
+            polls: Vec::new(),
+            claims: Vec::new(),
             entropy: RandomState::new(),
             counter: 0,
         }
@@ -222,6 +231,8 @@ impl PluginHost {
                     Effect::Request(req) => queue.push(Event::BridgeResponse(self.perform(req))),
                     Effect::Reply(r) => self.replies.push(r),
                     Effect::Log(l) => self.logs.push(l),
+                    Effect::Poll(p) => self.polls.push(p),
+                    Effect::Claim(c) => self.claims.push(c),
                 }
             }
         }
@@ -281,6 +292,7 @@ pub fn config(key_hex: &str) -> wit::Config {
         emoji_overrides: Vec::new(),
         context_messages: 12,
         message_bytes: 4096,
+        poll_channels: Vec::new(),
     }
 }
 
@@ -323,6 +335,18 @@ pub fn command(id: &str, place: &wit::Place, sender: &str, args: &str) -> Event 
     })
 }
 
+/// A tap on one of the plugin's buttons on message `message_id`.
+pub fn callback(id: &str, place: &wit::Place, sender: &str, message_id: &str, data: &str) -> Event {
+    Event::Callback(wit::Callback {
+        id: id.to_string(),
+        place: place.clone(),
+        sender: sender.to_string(),
+        group: false,
+        message_id: Some(message_id.to_string()),
+        data: data.to_string(),
+    })
+}
+
 pub fn reaction(id: &str, session: &str, text: &str, key: Option<&str>) -> Event {
     Event::Reaction(wit::Reaction {
         id: id.to_string(),
@@ -341,10 +365,7 @@ pub fn http(
     headers: &[(String, String)],
     body: &[u8],
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    match try_http(base, method, path, headers, body) {
-        Ok(r) => r,
-        Err(_) => (0, Vec::new(), Vec::new()),
-    }
+    try_http(base, method, path, headers, body).unwrap_or_default()
 }
 
 type HttpAnswer = (u16, Vec<(String, String)>, Vec<u8>);
