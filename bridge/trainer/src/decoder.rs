@@ -1,23 +1,60 @@
-//! Our own Llama/Qwen-family decoder built only from differentiable candle ops (plus the two
-//! custom ops in [`crate::ops`], which carry their own backward). The base is frozen; LoRA on
-//! q, k, v and o is added when a [`LoraSet`] is given.
+//! Our own Llama/Qwen-family decoder built only from differentiable candle ops (plus the custom
+//! ops in [`crate::ops`], [`crate::fused`] and [`crate::device_ops`], which carry their own
+//! backward). The base is frozen; LoRA on q, k, v and o is added when a [`LoraSet`] is given.
 
 use candle_core::{D, DType, Device, Tensor};
 
 use crate::error::{Result, TensorContext, TrainerError};
 use crate::lora::LoraSet;
 use crate::model::{BaseWeights, ModelConfig};
-use crate::ops::{frozen_linear, token_logprobs};
+use crate::ops::{custom_ops_run_on, frozen_linear, token_logprobs};
 
-/// Response rows per block of logits.
-const LOGIT_BLOCK: usize = 64;
+/// Response rows per block of logits on the CPU (small blocks stay in cache and let the
+/// allocator reuse them).
+const LOGIT_BLOCK_CPU: usize = 64;
+/// Response rows per block of logits on a GPU (fewer, larger kernels).
+const LOGIT_BLOCK_GPU: usize = 512;
+
+/// Which kernels the decoder's forward, and so its backward, is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// The fused CPU kernels of [`crate::fused`]: the default on the CPU.
+    FusedCpu,
+    /// The device-generic ops of [`crate::device_ops`] (candle's own forward kernels, our
+    /// backward): the default on CUDA. They also run on the CPU, where the tests check them.
+    Device,
+    /// Plain candle ops only: the reference, on any device.
+    Reference,
+}
+
+impl Kernels {
+    /// The default for `device`.
+    pub fn default_for(device: &Device) -> Self {
+        if device.is_cpu() {
+            Self::FusedCpu
+        } else if custom_ops_run_on(device) {
+            Self::Device
+        } else {
+            Self::Reference
+        }
+    }
+
+    /// `self` where `device` supports it, else the nearest that it does.
+    fn on(self, device: &Device) -> Self {
+        match self {
+            Self::FusedCpu if !device.is_cpu() => Self::default_for(device),
+            Self::Device if !custom_ops_run_on(device) => Self::Reference,
+            k => k,
+        }
+    }
+}
 
 /// A forward pass over a frozen base.
 pub struct Decoder<'m> {
     cfg: &'m ModelConfig,
     w: &'m BaseWeights,
     inv_freq: Vec<f64>,
-    fused: bool,
+    kernels: Kernels,
 }
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
@@ -48,14 +85,14 @@ struct LoraRef {
 }
 
 fn linear(
-    fused: bool,
+    one_node_lora: bool,
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     lora: Option<&LoraRef>,
 ) -> candle_core::Result<Tensor> {
     let mut y = match lora {
-        Some(l) if fused => crate::ops::lora_linear(x, w, &l.a, &l.b, l.scale)?,
+        Some(l) if one_node_lora => crate::ops::lora_linear(x, w, &l.a, &l.b, l.scale)?,
         Some(l) => {
             // Scale the small B (out × r) rather than the (tokens × out) product.
             let b = (&l.b * l.scale)?;
@@ -90,27 +127,44 @@ impl<'m> Decoder<'m> {
                 }
             }
         }
-        let fused = w.device().is_cpu();
+        let kernels = Kernels::default_for(w.device());
         Self {
             cfg,
             w,
             inv_freq,
-            fused,
+            kernels,
         }
     }
 
-    /// Chooses the fused CPU kernels of [`crate::fused`] (the default on the CPU) or the
-    /// plain-candle-op reference path (the only one on other devices).
-    pub fn with_fused_ops(mut self, on: bool) -> Self {
-        self.fused = on && self.w.device().is_cpu();
+    /// `true`: the device's default kernels (fused on the CPU, device ops on CUDA); `false`:
+    /// the plain-candle-op reference path.
+    pub fn with_fused_ops(self, on: bool) -> Self {
+        let k = if on {
+            Kernels::default_for(self.w.device())
+        } else {
+            Kernels::Reference
+        };
+        self.with_kernels(k)
+    }
+
+    /// Chooses the kernels; one the weights' device cannot run falls back to its default
+    /// ([`Kernels::FusedCpu`] off the CPU) or to [`Kernels::Reference`].
+    pub fn with_kernels(mut self, k: Kernels) -> Self {
+        self.kernels = k.on(self.w.device());
         self
     }
 
+    /// The kernels in use.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
     fn norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-        if self.fused {
-            crate::fused::rms_norm(x, w, self.cfg.rms_eps)
-        } else {
-            rms_norm(x, w, self.cfg.rms_eps)
+        let eps = self.cfg.rms_eps;
+        match self.kernels {
+            Kernels::FusedCpu => crate::fused::rms_norm(x, w, eps),
+            Kernels::Device => crate::device_ops::rms_norm(x, w, eps),
+            Kernels::Reference => rms_norm(x, w, eps),
         }
     }
 
@@ -145,12 +199,14 @@ impl<'m> Decoder<'m> {
         self.w.dtype()
     }
 
-    fn rope_tables(&self, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    /// cos and sin of every position's angles on the device: (t, head_dim) with each angle
+    /// twice (`copies` = 2, the reference path) or (t, head_dim / 2) (`copies` = 1).
+    fn rope_tables(&self, t: usize, copies: usize) -> candle_core::Result<(Tensor, Tensor)> {
         let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(t * half * 2);
-        let mut sin = Vec::with_capacity(t * half * 2);
+        let mut cos = Vec::with_capacity(t * half * copies);
+        let mut sin = Vec::with_capacity(t * half * copies);
         for p in 0..t {
-            for _ in 0..2 {
+            for _ in 0..copies {
                 for f in &self.inv_freq {
                     let a = p as f64 * f;
                     cos.push(a.cos());
@@ -159,8 +215,8 @@ impl<'m> Decoder<'m> {
             }
         }
         let dev = self.device();
-        let cos = Tensor::from_vec(cos, (t, half * 2), dev)?.to_dtype(self.dtype())?;
-        let sin = Tensor::from_vec(sin, (t, half * 2), dev)?.to_dtype(self.dtype())?;
+        let cos = Tensor::from_vec(cos, (t, half * copies), dev)?.to_dtype(self.dtype())?;
+        let sin = Tensor::from_vec(sin, (t, half * copies), dev)?.to_dtype(self.dtype())?;
         Ok((cos, sin))
     }
 
@@ -189,13 +245,22 @@ impl<'m> Decoder<'m> {
         let rep = nh / nkv;
         let idx = Tensor::from_slice(ids, t, self.device())?;
         let mut x = self.w.embed.index_select(&idx, 0)?;
-        let (cos, sin, mask) = if self.fused {
-            (None, None, None)
-        } else {
-            let (c, s) = self.rope_tables(t)?;
-            (Some(c), Some(s), Some(self.causal_mask(rep, t)?))
+        let kernels = self.kernels;
+        let fused = kernels == Kernels::FusedCpu;
+        let one_node_lora = kernels != Kernels::Reference;
+        let (tables, cos_sin, mask) = match kernels {
+            Kernels::FusedCpu => (Some(self.rope_f64(t)), None, None),
+            Kernels::Device => (
+                None,
+                Some(self.rope_tables(t, 1)?),
+                Some(self.causal_mask(rep, t)?),
+            ),
+            Kernels::Reference => (
+                None,
+                Some(self.rope_tables(t, 2)?),
+                Some(self.causal_mask(rep, t)?),
+            ),
         };
-        let tables = self.rope_f64(t);
         let scale_qk = 1.0 / (hd as f64).sqrt();
         for (li, lw) in self.w.layers.iter().enumerate() {
             let lr: Option<Vec<LoraRef>> = lora.map(|set| {
@@ -218,64 +283,72 @@ impl<'m> Decoder<'m> {
             let l = |j: usize| lr.as_ref().map(|v| &v[j]);
             let bias = |j: usize| lw.qkv_bias.as_ref().map(|b| &b[j]);
             let h = self.norm(&x, &lw.attn_norm)?;
-            let q = linear(self.fused, &h, &lw.proj[0], bias(0), l(0))?;
-            let k = linear(self.fused, &h, &lw.proj[1], bias(1), l(1))?;
-            let v = linear(self.fused, &h, &lw.proj[2], bias(2), l(2))?;
-            let (q, k, v) = if self.fused {
-                let (mut q, mut k) = (q, k);
-                if let Some([qn, kn]) = &lw.qk_norm {
-                    q = self.norm(&q.reshape((t, nh, hd))?, qn)?;
-                    k = self.norm(&k.reshape((t, nkv, hd))?, kn)?;
+            let q = linear(one_node_lora, &h, &lw.proj[0], bias(0), l(0))?;
+            let k = linear(one_node_lora, &h, &lw.proj[1], bias(1), l(1))?;
+            let v = linear(one_node_lora, &h, &lw.proj[2], bias(2), l(2))?;
+            let (q, k, v) = match (&tables, &cos_sin) {
+                (Some(tables), _) => {
+                    let (mut q, mut k) = (q, k);
+                    if let Some([qn, kn]) = &lw.qk_norm {
+                        q = self.norm(&q.reshape((t, nh, hd))?, qn)?;
+                        k = self.norm(&k.reshape((t, nkv, hd))?, kn)?;
+                    }
+                    (
+                        crate::fused::to_heads(&q, nh, hd, Some(tables))?,
+                        crate::fused::to_heads(&k, nkv, hd, Some(tables))?,
+                        crate::fused::to_heads(&v, nkv, hd, None)?,
+                    )
                 }
-                (
-                    crate::fused::to_heads(&q, nh, hd, Some(&tables))?,
-                    crate::fused::to_heads(&k, nkv, hd, Some(&tables))?,
-                    crate::fused::to_heads(&v, nkv, hd, None)?,
-                )
-            } else {
-                let mut q = q.reshape((t, nh, hd))?.transpose(0, 1)?.contiguous()?;
-                let mut k = k.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
-                let v = v.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
-                if let Some([qn, kn]) = &lw.qk_norm {
-                    q = self.norm(&q, qn)?;
-                    k = self.norm(&k, kn)?;
+                (None, Some((cos, sin))) => {
+                    let mut q = q.reshape((t, nh, hd))?.transpose(0, 1)?.contiguous()?;
+                    let mut k = k.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+                    let v = v.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+                    if let Some([qn, kn]) = &lw.qk_norm {
+                        q = self.norm(&q, qn)?;
+                        k = self.norm(&k, kn)?;
+                    }
+                    if kernels == Kernels::Device {
+                        (
+                            crate::device_ops::rope(&q, cos, sin)?,
+                            crate::device_ops::rope(&k, cos, sin)?,
+                            v,
+                        )
+                    } else {
+                        (
+                            (q.broadcast_mul(cos)? + rotate_half(&q)?.broadcast_mul(sin)?)?,
+                            (k.broadcast_mul(cos)? + rotate_half(&k)?.broadcast_mul(sin)?)?,
+                            v,
+                        )
+                    }
                 }
-                match (&cos, &sin) {
-                    (Some(cos), Some(sin)) => (
-                        (q.broadcast_mul(cos)? + rotate_half(&q)?.broadcast_mul(sin)?)?,
-                        (k.broadcast_mul(cos)? + rotate_half(&k)?.broadcast_mul(sin)?)?,
-                        v,
-                    ),
-                    _ => (
-                        crate::fused::rope(&q, &tables)?,
-                        crate::fused::rope(&k, &tables)?,
-                        v,
-                    ),
-                }
+                (None, None) => candle_core::bail!("internal: no rope tables"),
             };
             // Grouped-query attention without copying k/v: the `rep` query heads of one kv
             // head are stacked along the token axis.
             let q = q.reshape((nkv, rep * t, hd))?;
             let scores = q.matmul(&k.t()?)?;
-            let p = match &mask {
-                Some(mask) => softmax_last(&(scores * scale_qk)?.broadcast_add(mask)?)?,
-                None => crate::fused::causal_softmax(&scores, scale_qk)?,
+            let p = match (&mask, kernels) {
+                (None, _) => crate::fused::causal_softmax(&scores, scale_qk)?,
+                (Some(mask), Kernels::Device) => {
+                    crate::device_ops::masked_softmax(&scores, scale_qk, mask)?
+                }
+                (Some(mask), _) => softmax_last(&(scores * scale_qk)?.broadcast_add(mask)?)?,
             };
             let o = p.matmul(&v)?.reshape((nh, t, hd))?;
-            let o = if self.fused {
+            let o = if fused {
                 crate::fused::from_heads(&o)?
             } else {
                 o.transpose(0, 1)?.reshape((t, nh * hd))?
             };
-            let o = linear(self.fused, &o, &lw.proj[3], None, l(3))?;
+            let o = linear(one_node_lora, &o, &lw.proj[3], None, l(3))?;
             x = (x + o)?;
             let h = self.norm(&x, &lw.mlp_norm)?;
             let g = frozen_linear(&h, &lw.gate)?;
             let u = frozen_linear(&h, &lw.up)?;
-            let a = if self.fused {
-                crate::fused::swiglu(&g, &u)?
-            } else {
-                (g.silu()? * u)?
+            let a = match kernels {
+                Kernels::FusedCpu => crate::fused::swiglu(&g, &u)?,
+                Kernels::Device => crate::device_ops::swiglu(&g, &u)?,
+                Kernels::Reference => (g.silu()? * u)?,
             };
             x = (x + frozen_linear(&a, &lw.down)?)?;
         }
@@ -311,9 +384,14 @@ impl<'m> Decoder<'m> {
             let x = self.norm(&x, &self.w.final_norm)?;
             // Logits in blocks of rows: a (tokens × vocab) matrix is never whole in memory,
             // and each block stays small enough for the allocator to reuse.
-            let mut parts = Vec::with_capacity(n.div_ceil(LOGIT_BLOCK));
-            for s in (0..n).step_by(LOGIT_BLOCK) {
-                let len = LOGIT_BLOCK.min(n - s);
+            let block = if self.device().is_cpu() {
+                LOGIT_BLOCK_CPU
+            } else {
+                LOGIT_BLOCK_GPU
+            };
+            let mut parts = Vec::with_capacity(n.div_ceil(block));
+            for s in (0..n).step_by(block) {
+                let len = block.min(n - s);
                 let logits = frozen_linear(&x.narrow(0, s, len)?, &self.w.lm_head)?;
                 parts.push(token_logprobs(&logits, &ids[start + s..start + s + len])?);
             }

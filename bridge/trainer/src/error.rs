@@ -34,6 +34,8 @@ pub enum TrainerError {
     Request(String),
     #[error("training diverged: {0}")]
     NonFinite(String),
+    #[error("device error: {0}")]
+    Device(String),
     #[error("training cancelled")]
     Cancelled,
     #[error("JSON error in {path}: {source}")]

@@ -2,7 +2,8 @@
 //! rotary embedding, causal softmax and SwiGLU. Each replaces a chain of 5–10 candle ops (each
 //! a full pass over memory plus an allocation) with one pass forward and one backward. candle's
 //! own fused kernels have no backward (reference/training.md); these do, and the decoder's
-//! finite-difference check runs through them. Other devices use the plain-op reference path.
+//! finite-difference check runs through them. On CUDA the decoder uses [`crate::device_ops`]
+//! instead, and on other devices the plain-op reference path.
 
 use std::sync::Arc;
 

@@ -7,6 +7,8 @@
 
 pub mod adapter;
 pub mod decoder;
+pub mod device;
+pub mod device_ops;
 pub mod error;
 pub mod fused;
 pub mod lora;
@@ -20,7 +22,8 @@ pub mod train;
 pub mod versions;
 
 pub use adapter::{AdapterConfig, LoraWeights};
-pub use decoder::Decoder;
+pub use decoder::{Decoder, Kernels};
+pub use device::{DEVICE_ENV, DeviceChoice};
 pub use error::{Result, TrainerError};
 pub use lora::LoraSet;
 pub use model::{Arch, ChatMessage, ChatTemplate, LoadedModel, ModelConfig, ModelSource};

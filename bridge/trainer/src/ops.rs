@@ -6,12 +6,45 @@
 //! * [`token_logprobs`]: `log_softmax(logits)[t, y_t]` in one pass, with the exact backward
 //!   `g_t · (onehot(y_t) − softmax_t)`, so the (tokens × vocab) log-softmax is never stored.
 //!
-//! Both have CPU kernels; on other devices they fall back to plain candle ops.
+//! The linear ops compute their forward with candle's matmul on detached inputs and hand the
+//! result to the graph through a custom op, so they run on the CPU and on CUDA alike. The
+//! log-prob op has a CPU kernel; on CUDA the same forward and backward are written in candle
+//! ops ([`TokenLogProbOps`]). Devices without custom-op support fall back to plain candle ops.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, DType, Layout, Shape, Storage, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp1, CustomOp3, D, DType, Device, Layout, Shape, Storage, Tensor,
+};
 use rayon::prelude::*;
 
-fn cpu_storage_of(t: &Tensor) -> candle_core::Result<CpuStorage> {
+/// Whether the custom ops of this crate (precomputed forward + own backward) run on `device`.
+pub fn custom_ops_run_on(device: &Device) -> bool {
+    device.is_cpu() || device.is_cuda()
+}
+
+/// A fresh buffer holding exactly `t`: contiguous from offset 0.
+pub(crate) fn fresh(t: Tensor) -> candle_core::Result<Tensor> {
+    if t.is_contiguous() && t.layout().start_offset() == 0 {
+        Ok(t)
+    } else {
+        t.copy()
+    }
+}
+
+/// A copy of a precomputed forward result on the GPU, as a custom op's `cuda_fwd` returns it.
+/// `out` must come from [`fresh`]: its buffer holds exactly its elements.
+pub(crate) fn cuda_storage_of(out: &Tensor) -> candle_core::Result<(CudaStorage, Shape)> {
+    let (st, layout) = out.storage_and_layout();
+    match &*st {
+        Storage::Cuda(s) if layout.is_contiguous() && layout.start_offset() == 0 => {
+            Ok((s.try_clone(layout)?, out.shape().clone()))
+        }
+        Storage::Cuda(_) => candle_core::bail!("precomputed output is not a fresh buffer"),
+        _ => candle_core::bail!("precomputed output is not on the GPU"),
+    }
+}
+
+pub(crate) fn cpu_storage_of(t: &Tensor) -> candle_core::Result<CpuStorage> {
     let t = t.contiguous()?;
     let (st, layout) = t.storage_and_layout();
     let n = layout.shape().elem_count();
@@ -37,6 +70,9 @@ impl CustomOp1 for FrozenMatmul {
     fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         Ok((cpu_storage_of(&self.out)?, self.out.shape().clone()))
     }
+    fn cuda_fwd(&self, _s: &CudaStorage, _l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        cuda_storage_of(&self.out)
+    }
     fn bwd(
         &self,
         _arg: &Tensor,
@@ -50,14 +86,17 @@ impl CustomOp1 for FrozenMatmul {
 /// `x · Wᵀ` for a 2-D `x` (tokens, in) and a frozen `W` (out, in).
 pub fn frozen_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     let out = x.detach().matmul(&w.t()?)?;
-    if !x.track_op() || !x.device().is_cpu() {
+    if !x.track_op() || !custom_ops_run_on(x.device()) {
         return if x.track_op() {
             x.matmul(&w.t()?)
         } else {
             Ok(out)
         };
     }
-    x.apply_op1(FrozenMatmul { w: w.clone(), out })
+    x.apply_op1(FrozenMatmul {
+        w: w.clone(),
+        out: fresh(out)?,
+    })
 }
 
 /// `x · Wᵀ + s · (x · Aᵀ) · Bᵀ` as one graph node over (x, A, B): a frozen linear with its
@@ -83,6 +122,17 @@ impl CustomOp3 for LoraLinear {
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         Ok((cpu_storage_of(&self.out)?, self.out.shape().clone()))
+    }
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        cuda_storage_of(&self.out)
     }
     fn bwd(
         &self,
@@ -122,7 +172,7 @@ pub fn lora_linear(
     if !tracked {
         return Ok(out);
     }
-    if !x.device().is_cpu() {
+    if !custom_ops_run_on(x.device()) {
         let bs = (b * scale)?;
         return frozen_linear(x, w)? + x.matmul(&a.t()?)?.matmul(&bs.t()?)?;
     }
@@ -131,7 +181,7 @@ pub fn lora_linear(
         b,
         LoraLinear {
             w: w.clone(),
-            out,
+            out: fresh(out)?,
             scale,
         },
     )
@@ -226,14 +276,70 @@ impl CustomOp1 for TokenLogProb {
     }
 }
 
+/// The log-prob op for devices other than the CPU: forward and backward in candle ops, so that
+/// only the logits and the per-row log-sum-exp are kept for the backward (the composed
+/// reference keeps several tokens × vocab intermediates).
+struct TokenLogProbOps {
+    /// Target ids, (tokens, 1), on the logits' device.
+    idx: Tensor,
+    out: Tensor,
+}
+
+impl CustomOp1 for TokenLogProbOps {
+    fn name(&self) -> &'static str {
+        "token-logprob-ops"
+    }
+    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Ok((cpu_storage_of(&self.out)?, self.out.shape().clone()))
+    }
+    fn cuda_fwd(&self, _s: &CudaStorage, _l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        cuda_storage_of(&self.out)
+    }
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        // d/dx_j of x_y − lse(x) is onehot(y)_j − softmax(x)_j, with lse = x_y − res.
+        let x = arg.detach();
+        let lse = (x.gather(&self.idx, 1)? - res.detach().unsqueeze(1)?)?;
+        let g = grad.detach().unsqueeze(1)?;
+        let minus_softmax_g = x.broadcast_sub(&lse)?.exp()?.broadcast_mul(&g.neg()?)?;
+        Ok(Some(minus_softmax_g.scatter_add(&self.idx, &g, 1)?))
+    }
+}
+
 /// Log-probabilities `log_softmax(logits)[t, targets[t]]`, shape (tokens,).
 pub fn token_logprobs(logits: &Tensor, targets: &[u32]) -> candle_core::Result<Tensor> {
-    if logits.device().is_cpu() && matches!(logits.dtype(), DType::F32 | DType::F64) {
+    let dev = logits.device();
+    if dev.is_cpu() && matches!(logits.dtype(), DType::F32 | DType::F64) {
         return logits.contiguous()?.apply_op1(TokenLogProb {
             targets: targets.to_vec(),
         });
     }
+    if custom_ops_run_on(dev) {
+        return token_logprobs_ops(logits, targets);
+    }
     token_logprobs_reference(logits, targets)
+}
+
+/// [`token_logprobs`] through [`TokenLogProbOps`] on any device with custom-op support (the
+/// CUDA path; on the CPU for tests).
+pub fn token_logprobs_ops(logits: &Tensor, targets: &[u32]) -> candle_core::Result<Tensor> {
+    let x = logits.contiguous()?;
+    let idx = Tensor::from_slice(targets, (targets.len(), 1), x.device())?;
+    let xd = x.detach();
+    let m = xd.max_keepdim(D::Minus1)?;
+    let lse = (xd.broadcast_sub(&m)?.exp()?.sum_keepdim(D::Minus1)?.log()? + m)?;
+    let out = xd.gather(&idx, 1)?.sub(&lse)?.squeeze(1)?;
+    if !x.track_op() {
+        return Ok(out);
+    }
+    x.apply_op1(TokenLogProbOps {
+        idx,
+        out: fresh(out)?,
+    })
 }
 
 /// The same quantity from plain differentiable candle ops (reference and non-CPU path).
@@ -290,6 +396,38 @@ mod tests {
             for (p, q) in ra.iter().zip(rb) {
                 assert!((p - q).abs() < 1e-12, "{p} vs {q}");
             }
+        }
+    }
+
+    #[test]
+    fn token_logprobs_in_candle_ops_match_the_cpu_kernel_and_its_gradient() {
+        let dev = Device::Cpu;
+        let data: Vec<f64> = (0..28).map(|i| ((i * 5 % 13) as f64 - 6.0) * 0.4).collect();
+        let x = Var::from_vec(data, (4, 7), &dev).unwrap();
+        let targets = [6u32, 0, 3, 3];
+        let a = token_logprobs_ops(&x, &targets).unwrap();
+        let b = token_logprobs(&x, &targets).unwrap();
+        let w = Tensor::from_vec(vec![0.5f64, -1.0, 2.0, 0.25], 4, &dev).unwrap();
+        let ga = a.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = b.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        for (p, q) in a
+            .to_vec1::<f64>()
+            .unwrap()
+            .iter()
+            .zip(&b.to_vec1::<f64>().unwrap())
+        {
+            assert!((p - q).abs() < 1e-12, "{p} vs {q}");
+        }
+        let flat = |g: &candle_core::backprop::GradStore| {
+            g.get(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap()
+        };
+        for (p, q) in flat(&ga).iter().zip(&flat(&gb)) {
+            assert!((p - q).abs() < 1e-12, "{p} vs {q}");
         }
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adapter::LoraWeights;
 use crate::decoder::Decoder;
+use crate::device::DeviceChoice;
 use crate::error::{Result, TensorContext, TrainerError};
 use crate::lora::{LoraSet, SplitMix64};
 use crate::model::{ChatMessage, LoadedModel, ModelSource};
@@ -49,6 +50,10 @@ pub struct TrainRequest {
     /// Adapter to continue from (None: a fresh adapter).
     pub parent_adapter: Option<PathBuf>,
     pub seed: u64,
+    /// Where [`train`] loads the model and trains; `None`: `RLCLAW_DEVICE`, else the CPU.
+    /// ([`train_with_model`] trains where its model was loaded.)
+    #[serde(default)]
+    pub device: Option<DeviceChoice>,
 }
 
 impl TrainRequest {
@@ -62,6 +67,7 @@ impl TrainRequest {
             behaviour_adapter: None,
             parent_adapter: None,
             seed: 0,
+            device: None,
         }
     }
 }
@@ -218,13 +224,17 @@ fn load_adapter(path: &PathBuf, model: &LoadedModel) -> Result<LoraSet> {
     )
 }
 
-/// Loads the model named in the request, then trains.
+/// Loads the model named in the request on the request's device, then trains.
 pub fn train(
     req: &TrainRequest,
     progress: &mut dyn FnMut(&Progress),
     cancel: &AtomicBool,
 ) -> Result<TrainReport> {
-    let model = LoadedModel::load(&req.model)?;
+    let device = match req.device {
+        Some(d) => d,
+        None => DeviceChoice::from_env()?,
+    };
+    let model = LoadedModel::load_on(&req.model, &device.open()?)?;
     train_with_model(&model, req, progress, cancel)
 }
 
@@ -365,15 +375,14 @@ pub fn train_with_model(
                 None => v.zeros_like().ctx("zero gradient"),
             })
             .collect::<Result<_>>()?;
-        let mut grads = grads;
-        let norm = crate::optim::clip_grad_norm(&mut grads, h.grad_clip)?;
+        // Clipped to h.grad_clip and applied, unless the norm is not finite.
+        let norm = opt.clip_and_step(&vars, &grads, &h)?;
         if !norm.is_finite() {
             return Err(TrainerError::NonFinite(format!(
                 "gradient norm {norm} at step {step}"
             )));
         }
         last_norm = norm;
-        opt.step(&vars, &grads, &h)?;
         if first_loss.is_nan() {
             first_loss = step_loss;
         }

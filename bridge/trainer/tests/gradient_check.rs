@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use rlclaw_trainer::lora::SplitMix64;
 use rlclaw_trainer::tiny::{random_weights, tiny_config};
-use rlclaw_trainer::{Arch, Decoder, LoraSet};
+use rlclaw_trainer::{Arch, Decoder, Kernels, LoraSet};
 
 fn randomise_b(lora: &LoraSet, seed: u64) {
     let mut rng = SplitMix64::new(seed);
@@ -44,16 +44,26 @@ fn set_entry(v: &Var, idx: usize, x: f64) {
 }
 
 fn check(arch: Arch, fused: bool) {
+    let k = if fused {
+        Kernels::FusedCpu
+    } else {
+        Kernels::Reference
+    };
+    check_kernels(arch, k);
+}
+
+fn check_kernels(arch: Arch, kernels: Kernels) {
     let ids: Vec<u32> = vec![
         257, 10, 72, 101, 108, 108, 111, 258, 10, 257, 33, 200, 45, 7,
     ];
-    check_ids(arch, fused, &ids, 9);
+    check_ids(arch, kernels, &ids, 9);
 }
 
-fn check_ids(arch: Arch, fused: bool, ids: &[u32], start: usize) {
+fn check_ids(arch: Arch, kernels: Kernels, ids: &[u32], start: usize) {
     let cfg = tiny_config(arch);
     let weights = random_weights(&cfg, 7, DType::F64).unwrap();
-    let dec = Decoder::new(&cfg, &weights).with_fused_ops(fused);
+    let dec = Decoder::new(&cfg, &weights).with_kernels(kernels);
+    assert_eq!(dec.kernels(), kernels);
     let lora = LoraSet::init(&cfg, 4, 8.0, 3, DType::F64, &Device::Cpu).unwrap();
     randomise_b(&lora, 11);
     let n = ids.len() - start;
@@ -179,5 +189,65 @@ fn fused_kernels_match_the_plain_op_reference_in_values_and_gradients() {
 #[test]
 fn long_responses_spanning_several_logit_blocks_have_exact_gradients() {
     let ids: Vec<u32> = (0..160).map(|i| (i * 53 % 259) as u32).collect();
-    check_ids(Arch::Llama, true, &ids, 5);
+    check_ids(Arch::Llama, Kernels::FusedCpu, &ids, 5);
+}
+
+// The device ops (the CUDA path) run on the CPU too: the same check for them here, so that CI
+// covers their backward without a GPU.
+
+#[test]
+fn lora_gradients_match_finite_differences_llama_device_ops() {
+    check_kernels(Arch::Llama, Kernels::Device);
+}
+
+#[test]
+fn lora_gradients_match_finite_differences_qwen2_device_ops() {
+    check_kernels(Arch::Qwen2, Kernels::Device);
+}
+
+#[test]
+fn lora_gradients_match_finite_differences_qwen3_device_ops() {
+    check_kernels(Arch::Qwen3, Kernels::Device);
+}
+
+#[test]
+fn device_ops_match_the_fused_kernels_in_values_and_gradients() {
+    for arch in [Arch::Llama, Arch::Qwen2, Arch::Qwen3] {
+        let cfg = tiny_config(arch);
+        let weights = random_weights(&cfg, 5, DType::F64).unwrap();
+        let lora = LoraSet::init(&cfg, 4, 8.0, 9, DType::F64, &Device::Cpu).unwrap();
+        randomise_b(&lora, 13);
+        let ids: Vec<u32> = (0..90).map(|i| (i * 37 % 259) as u32).collect();
+        let run = |k: Kernels| {
+            let dec = Decoder::new(&cfg, &weights).with_kernels(k);
+            let lp = dec.response_logprobs(&ids, 7, Some(&lora), true).unwrap();
+            let g = lp.sum_all().unwrap().backward().unwrap();
+            let grads: Vec<Vec<f64>> = lora
+                .vars()
+                .iter()
+                .map(|v| {
+                    g.get(v)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f64>()
+                        .unwrap()
+                })
+                .collect();
+            (lp.to_vec1::<f64>().unwrap(), grads)
+        };
+        let (la, ga) = run(Kernels::Device);
+        let (lb, gb) = run(Kernels::FusedCpu);
+        for (a, b) in la.iter().zip(&lb) {
+            assert!((a - b).abs() < 1e-10, "{arch:?}: log-prob {a} vs {b}");
+        }
+        for (va, vb) in ga.iter().zip(&gb) {
+            for (a, b) in va.iter().zip(vb) {
+                assert!(
+                    (a - b).abs() < 1e-9 * (1.0 + b.abs()),
+                    "{arch:?}: gradient {a} vs {b}"
+                );
+            }
+        }
+    }
 }

@@ -130,12 +130,14 @@ pub(super) fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
         num_experts: get_usize(md, path, &k("expert_count")).unwrap_or(0),
     };
 
+    // Dequantised on the CPU (the same values on every device), then moved to `device`.
     let mut read = |name: &str| -> Result<Tensor> {
         let q = content
-            .tensor(&mut reader, name, device)
+            .tensor(&mut reader, name, &Device::Cpu)
             .map_err(|e| TrainerError::model(path, format!("cannot read tensor {name}: {e}")))?;
-        q.dequantize(device)
+        q.dequantize(&Device::Cpu)
             .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.to_device(device))
             .ctx(&format!("dequantising {name}"))
     };
     let embed = read("token_embd.weight")?;

@@ -134,7 +134,15 @@ impl BaseWeights {
     }
     /// Converts every weight to `dtype` (f64 for gradient checks).
     pub fn to_dtype(&self, dtype: DType) -> candle_core::Result<Self> {
-        let c = |t: &Tensor| t.to_dtype(dtype);
+        self.map(|t| t.to_dtype(dtype))
+    }
+
+    /// Copies every weight to `device` (a tied output projection stays one tensor).
+    pub fn to_device(&self, device: &Device) -> candle_core::Result<Self> {
+        self.map(|t| t.to_device(device))
+    }
+
+    fn map(&self, c: impl Fn(&Tensor) -> candle_core::Result<Tensor>) -> candle_core::Result<Self> {
         let mut layers = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
             layers.push(LayerWeights {
@@ -159,11 +167,17 @@ impl BaseWeights {
                 down: c(&l.down)?,
             });
         }
+        let embed = c(&self.embed)?;
+        let lm_head = if self.lm_head.id() == self.embed.id() {
+            embed.clone()
+        } else {
+            c(&self.lm_head)?
+        };
         Ok(Self {
-            embed: c(&self.embed)?,
+            embed,
             layers,
             final_norm: c(&self.final_norm)?,
-            lm_head: c(&self.lm_head)?,
+            lm_head,
         })
     }
 }
