@@ -2,16 +2,22 @@
 //! 240 response tokens), LoRA r=16, alpha=32 on q/k/v/o, float32, forward + backward + AdamW.
 //! The same shape as benches/peft_step.py (PyTorch + PEFT).
 //!
-//! `cargo bench -p rlclaw-trainer --bench train_step` (env: STEPS=10 WARMUP=2 SEQ=256)
+//! `cargo bench -p rlclaw-trainer --bench train_step` (env: STEPS=10 WARMUP=2 SEQ=256;
+//! `RLCLAW_DEVICE=cuda` with `--features cuda` for the GPU; `RLCLAW_BENCH_MODEL` for another
+//! model file or Hugging Face folder of the same shape, by default the SmolLM2 GGUF;
+//! `KERNELS=fused|device|reference` to pick the decoder's kernels, by default the device's). On a GPU
+//! each phase ends with a device synchronisation, so the times are the GPU's.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::Instant;
 
-use candle_core::{DType, Device};
-use rlclaw_trainer::optim::{AdamW, clip_grad_norm};
-use rlclaw_trainer::{Decoder, LoadedModel, LoraSet, ModelProfile, ModelSource, Preset};
+use candle_core::DType;
+use rlclaw_trainer::optim::AdamW;
+use rlclaw_trainer::{
+    Decoder, DeviceChoice, Kernels, LoadedModel, LoraSet, ModelProfile, ModelSource, Preset,
+};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -60,17 +66,41 @@ fn median(v: &mut [f64]) -> f64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (steps, warmup, seq) = (env("STEPS", 10), env("WARMUP", 2), env("SEQ", 256));
     let prompt_len = 16;
+    let choice = DeviceChoice::from_env()?;
+    let dev = choice.open()?;
+    let path = match std::env::var_os("RLCLAW_BENCH_MODEL") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => common::smollm2_gguf(),
+    };
     let t = Instant::now();
-    let m = LoadedModel::load(&ModelSource::Gguf(common::smollm2_gguf()))?;
+    let m = LoadedModel::load_on(&ModelSource::from_path(&path)?, &dev)?;
+    dev.synchronize()?;
     let load_s = t.elapsed().as_secs_f64();
     let text = "<|im_start|>user\nExplain how a hash map handles collisions.<|im_end|>\n<|im_start|>assistant\nA hash map stores key-value pairs in an array of buckets. When two keys hash to the same bucket, it resolves the collision by chaining (a list per bucket) or by open addressing (probing for the next free slot). ".repeat(20);
     let mut ids = m.encode(&text)?;
     ids.truncate(seq);
     assert_eq!(ids.len(), seq);
+    println!(
+        "model {} on {choice}; token ids: {} (sum {}, first {:?})",
+        path.display(),
+        ids.len(),
+        ids.iter().map(|&i| i as u64).sum::<u64>(),
+        &ids[..8]
+    );
     let dec = Decoder::new(&m.config, &m.weights);
+    let dec = match std::env::var("KERNELS").as_deref() {
+        Ok("fused") => dec.with_kernels(Kernels::FusedCpu),
+        Ok("device") => dec.with_kernels(Kernels::Device),
+        Ok("reference") => dec.with_kernels(Kernels::Reference),
+        Ok(other) => {
+            return Err(format!("KERNELS={other}: expected fused, device or reference").into());
+        }
+        Err(_) => dec,
+    };
     let mut h = Preset::Balanced.hyper_params(&ModelProfile::from_config(&m.config));
     h.lr = 1e-4;
-    let lora = LoraSet::init(&m.config, 16, 32.0, 1, DType::F32, &Device::Cpu)?;
+    h.grad_clip = 1.0;
+    let lora = LoraSet::init(&m.config, 16, 32.0, 1, DType::F32, &dev)?;
     let vars = lora.vars();
     let mut opt = AdamW::new(&vars)?;
     let (mut fw, mut bw, mut op, mut tot, mut cpu) = (vec![], vec![], vec![], vec![], vec![]);
@@ -79,15 +109,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t0 = Instant::now();
         let lp = dec.response_logprobs(&ids, prompt_len, Some(&lora), true)?;
         let loss = lp.mean_all()?.neg()?;
+        dev.synchronize()?;
         let t1 = Instant::now();
         let g = loss.backward()?;
-        let mut grads = vars
+        let grads = vars
             .iter()
             .map(|v| g.get(v).cloned().map_or_else(|| v.zeros_like(), Ok))
             .collect::<Result<Vec<_>, _>>()?;
+        dev.synchronize()?;
         let t2 = Instant::now();
-        clip_grad_norm(&mut grads, 1.0)?;
-        opt.step(&vars, &grads, &h)?;
+        opt.clip_and_step(&vars, &grads, &h)?;
+        dev.synchronize()?;
         let t3 = Instant::now();
         let c = cpu_seconds() - c0;
         let s = |a: Instant, b: Instant| (b - a).as_secs_f64();
@@ -111,7 +143,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let min = tot.iter().copied().fold(f64::INFINITY, f64::min);
     let med = median(&mut tot.clone());
     println!(
-        "rlclaw-trainer (candle 0.10.2) SmolLM2-135M f32 seq={seq} LoRA r=16 q/k/v/o: {} trainable params, load {load_s:.2}s",
+        "rlclaw-trainer (candle 0.10.2) SmolLM2-135M f32 on {choice} ({:?} kernels) seq={seq} LoRA r=16 q/k/v/o: {} trainable params, load {load_s:.2}s",
+        dec.kernels(),
         lora.num_params()
     );
     println!(
