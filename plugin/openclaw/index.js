@@ -7,6 +7,7 @@ import { definePluginEntry } from "openclaw/plugin-sdk/plugin-entry";
 import { peekSystemEventEntries } from "openclaw/plugin-sdk/system-event-runtime";
 
 import { ComponentHost } from "./lib/component.js";
+import { readConfig } from "./lib/config.js";
 import { NAMESPACE, Shim } from "./lib/shim.js";
 
 const INTERACTIVE_CHANNELS = ["telegram", "slack", "discord"];
@@ -21,7 +22,17 @@ export default definePluginEntry({
       if (!shim) {
         const onLog = (level, msg) => (api.logger[level] ?? api.logger.info).call(api.logger, msg);
         const host = new ComponentHost({ onLog });
-        shim = new Shim({ config: api.pluginConfig, logger: api.logger, host, peek: peekSystemEventEntries });
+        // Rating polls go out through the channel's outbound adapter (adapter sends fire no
+        // message hooks, so a poll is never taken for a reply). Not anonymous: OpenClaw routes
+        // only votes that name the voter back into the conversation.
+        const outbound = {
+          async sendPoll({ channel, accountId, to, poll }) {
+            const adapter = await api.runtime.channel.outbound.loadAdapter(channel);
+            if (typeof adapter?.sendPoll !== "function") throw new Error(`OpenClaw has no polls on ${channel}`);
+            return adapter.sendPoll({ cfg: api.runtime.config.current(), to, poll, accountId, isAnonymous: false });
+          },
+        };
+        shim = new Shim({ config: api.pluginConfig, logger: api.logger, host, peek: peekSystemEventEntries, outbound });
         shim.start();
       }
       return shim;
@@ -45,6 +56,20 @@ export default definePluginEntry({
         return undefined;
       }
     });
+
+    // Votes on rating polls reach plugins as inbound messages, and the agent would answer them:
+    // the component claims them, and this hook keeps them from the agent. Only registered when
+    // polls are on (the gateway awaits a claiming hook on every message).
+    if (readConfig(api.pluginConfig).component?.pollChannels.length) {
+      api.on("before_dispatch", async (e, c) => {
+        try {
+          return await get().onBeforeDispatch(e, c);
+        } catch (err) {
+          api.logger.error(`rlclaw: ${err?.stack ?? err}`);
+          return undefined;
+        }
+      });
+    }
 
     for (const name of ["rl", "rc"]) {
       api.registerCommand({

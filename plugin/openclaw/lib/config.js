@@ -53,6 +53,12 @@ export function readConfig(raw) {
   if (c.feedbackMode !== undefined && c.feedbackMode !== feedbackMode) {
     problems.push(`feedbackMode ${JSON.stringify(c.feedbackMode)} is not one of ${FEEDBACK_MODES.join(", ")}; using ${feedbackMode}`);
   }
+  const askedPolls = Array.isArray(c.pollChannels) ? c.pollChannels : [];
+  const validPolls = askedPolls.filter((ch) => typeof ch === "string" && /^[a-z0-9_-]{1,64}$/.test(ch));
+  const pollChannels = [...new Set(validPolls)];
+  if (validPolls.length !== askedPolls.length) {
+    problems.push("pollChannels must be channel ids such as \"telegram\" or \"whatsapp\"; the others are ignored");
+  }
   const raters = Array.isArray(c.raters) ? c.raters.filter((r) => typeof r === "string" && r.trim()).map((r) => r.trim()) : [];
   const emojiPreset = c.emojiPreset === "agent-lightning" ? "agent-lightning" : "binary";
   const emojiOverrides = [];
@@ -68,6 +74,7 @@ export function readConfig(raw) {
     fatal,
     bridgeUrl,
     feedbackMode,
+    pollChannels,
     requestTimeoutMs: int(c.requestTimeoutMs, 200, 60000, DEFAULTS.requestTimeoutMs),
     commandTimeoutMs: int(c.commandTimeoutMs, 500, 60000, DEFAULTS.commandTimeoutMs),
     component: fatal
@@ -79,6 +86,8 @@ export function readConfig(raw) {
           emojiOverrides,
           contextMessages: int(c.contextMessages, 1, 64, DEFAULTS.contextMessages),
           messageBytes: int(c.messageBytes, 64, 65536, DEFAULTS.messageBytes),
+          // Rating polls are the prompt of slash_reactions_prompt, on the channels named.
+          pollChannels: feedbackMode === "slash_reactions_prompt" ? pollChannels : [],
         },
   };
 }

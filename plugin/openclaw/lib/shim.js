@@ -2,8 +2,10 @@
 // commands, button taps and reaction system events into the component's events (wit/rlclaw.wit)
 // and performs the effects the component returns: signed requests to the bridge (sent as given,
 // answered with status, lower-cased headers and raw body bytes; status 0 when the bridge cannot
-// be reached), replies to show, log lines. It reads no chat text: parsing commands and
-// reactions, pairing replies with prompts and signing are the component's job.
+// be reached), replies to show, log lines, rating polls to send (through the channel's outbound
+// adapter) and claims on inbound messages (votes on those polls, kept from the agent). It reads
+// no chat text: parsing commands, reactions and votes, pairing replies with prompts and signing
+// are the component's job.
 import { randomUUID } from "node:crypto";
 
 import { readConfig } from "./config.js";
@@ -16,15 +18,18 @@ const MAX_SEEN_EVENTS = 8192;
 const MAX_PLACES = 2048;
 const BUTTON_CHANNELS = new Set(["telegram", "slack", "discord"]);
 export const NAMESPACE = "rlclaw";
-/**
- * A message addressed to this plugin's own commands. OpenClaw hands it to the command handler
- * and also to message_received; it is a rating, not a prompt, so it must not open a turn.
- * This routes by command name only, as OpenClaw does; the arguments are the component's.
- */
-const OWN_COMMAND = /^\/(?:rl|rc)(?:@[A-Za-z0-9_]+)?(?:\s|$)/i;
 const MAX_OWN_REPLIES = 256;
+/** Inbound messages whose component answer before_dispatch may still ask about. */
+const MAX_INBOUND_VERDICTS = 256;
+/** How long before_dispatch waits for the component's answer on an inbound message. */
+const VERDICT_WAIT_MS = 2000;
 
 const str = (v) => (v === undefined || v === null || v === "" ? undefined : String(v));
+
+/** The key of an inbound message, as message_received and before_dispatch both name it. */
+function inboundKey(channel, messageId) {
+  return `${channel ?? ""}\u0000${messageId ?? ""}`;
+}
 
 /** The channel's conversation id without OpenClaw's "<channel>:" or "channel:" prefixes. */
 export function chatId(channel, conversation) {
@@ -84,12 +89,15 @@ export class Shim {
    * @param {object} o.host     a ComponentHost (or anything with configure/call/stop)
    * @param {Function} [o.fetch]
    * @param {Function} [o.peek] peekSystemEventEntries(sessionKey)
+   * @param {object} [o.outbound] `{ sendPoll({channel, accountId, to, poll}) }`: sends a poll
+   *   through the channel's outbound adapter (index.js: api.runtime.channel.outbound)
    */
-  constructor({ config, logger, host, fetch = globalThis.fetch, peek = null, tickMs = TICK_MS, pollMs = POLL_MS }) {
+  constructor({ config, logger, host, fetch = globalThis.fetch, peek = null, outbound = null, tickMs = TICK_MS, pollMs = POLL_MS }) {
     this.logger = logger;
     this.host = host;
     this.fetch = fetch;
     this.peek = peek;
+    this.outbound = outbound;
     this.tickMs = tickMs;
     this.pollMs = pollMs;
     this.cfg = readConfig(config);
@@ -101,10 +109,14 @@ export class Shim {
     // Texts this plugin answered with: when OpenClaw delivers them, message_sent reports them
     // like any reply, and they are no reply of the agent's.
     this.ownReplies = new Recent(MAX_OWN_REPLIES);
+    // For before_dispatch: the component's answer on each recent inbound message, and the
+    // messages it claimed (votes on its polls).
+    this.verdicts = new Recent(MAX_INBOUND_VERDICTS);
+    this.claimed = new Recent(MAX_INBOUND_VERDICTS);
     this.timers = [];
     this.started = false;
     this.inflight = new Set();
-    this.stats = { events: 0, requests: 0, unreachable: 0 };
+    this.stats = { events: 0, requests: 0, unreachable: 0, polls: 0, claims: 0 };
   }
 
   log(level, message) {
@@ -182,6 +194,13 @@ export class Shim {
         case "log":
           this.log(fx.val.level, fx.val.message);
           break;
+        case "poll":
+          this.#track(this.sendPoll(fx.val));
+          break;
+        case "claim":
+          this.stats.claims++;
+          this.claimed.add(inboundKey(fx.val.place?.channel, fx.val.messageId));
+          break;
         default:
           this.log("warn", `rlclaw: unknown effect ${fx?.tag}`);
       }
@@ -216,6 +235,37 @@ export class Shim {
     await this.feed({ tag: "bridge-response", val: answer });
   }
 
+  /** Sends one of the component's rating polls through the channel's outbound adapter. */
+  async sendPoll(req) {
+    const { place, question, options } = req;
+    if (!this.outbound) {
+      this.log("warn", `rlclaw: no outbound adapter to send a rating poll on ${place.channel}`);
+      return;
+    }
+    let timer;
+    try {
+      const sent = this.outbound.sendPoll({
+        channel: place.channel,
+        accountId: place.account,
+        to: place.chat,
+        poll: { question, options, maxSelections: 1 },
+      });
+      const limit = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${this.cfg.requestTimeoutMs} ms`)), this.cfg.requestTimeoutMs);
+        timer.unref?.();
+      });
+      const r = await Promise.race([sent, limit]);
+      this.stats.polls++;
+      // OpenClaw says when votes cannot come back (an anonymous poll, a group where the bot is
+      // no administrator, ...): the person then rates with /rl.
+      if (r?.warning) this.log("warn", `rlclaw: rating poll on ${place.channel}: ${r.warning}`);
+    } catch (e) {
+      this.log("warn", `rlclaw: could not send a rating poll on ${place.channel}: ${e?.message ?? e}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   #seeSession(session, channel, chat) {
     if (!session) return;
     this.sessions.add(session, Date.now());
@@ -232,24 +282,46 @@ export class Shim {
   /** `message_received`: a person's message. */
   onMessageReceived(event, ctx) {
     if (!event || typeof event.content !== "string") return;
-    if (OWN_COMMAND.test(event.content.trimStart())) return;
     const md = event.metadata ?? {};
     const channel = str(ctx?.channelId) ?? str(md.provider) ?? "unknown";
     // A reaction queued just before this message is drained into the agent's prompt: read it now.
     this.pollReactions();
     const place = this.#place(channel, ctx, ctx?.conversationId ?? md.originatingTo ?? md.to, ctx?.sessionKey ?? event.sessionKey);
     const sender = str(event.senderId) ?? str(ctx?.senderId) ?? str(md.senderId) ?? str(event.from) ?? "unknown";
-    return this.feed({
+    const messageId = str(event.messageId) ?? str(ctx?.messageId);
+    const done = this.feed({
       tag: "inbound",
       val: {
         place,
         sender,
         senderName: str(md.senderName) ?? str(md.senderUsername),
         group: looksLikeGroup(channel, place.chat, sender, md),
-        messageId: str(event.messageId) ?? str(ctx?.messageId),
+        messageId,
         text: event.content,
       },
     });
+    if (this.cfg.component?.pollChannels.length && messageId) this.verdicts.add(inboundKey(channel, messageId), done);
+    return done;
+  }
+
+  /**
+   * `before_dispatch`: keeps a message the component claimed (a vote on one of its rating
+   * polls) from the agent. Waits for the component's answer on that message, briefly.
+   */
+  async onBeforeDispatch(event, ctx) {
+    const channel = str(event?.channel) ?? str(ctx?.channelId);
+    const key = inboundKey(channel, str(event?.messageId) ?? str(ctx?.messageId));
+    const pending = this.verdicts.get(key);
+    if (!pending) return undefined;
+    let timer;
+    const limit = new Promise((resolve) => {
+      timer = setTimeout(resolve, VERDICT_WAIT_MS);
+      timer.unref?.();
+    });
+    await Promise.race([pending, limit]);
+    clearTimeout(timer);
+    this.verdicts.map.delete(key);
+    return this.claimed.has(key) ? { handled: true } : undefined;
   }
 
   /** `reply_payload_sending`: remembers the model; adds rating buttons when the mode asks. */
@@ -262,6 +334,8 @@ export class Shim {
     if (this.cfg.feedbackMode !== "slash_reactions_prompt" || this.cfg.fatal) return undefined;
     const channel = str(event?.channel) ?? str(ctx?.channelId);
     const p = event?.payload;
+    // Where the rating prompt is a poll, the component asks with one after the reply.
+    if (this.cfg.pollChannels.includes(channel)) return undefined;
     if (event?.kind !== "final" || !BUTTON_CHANNELS.has(channel) || !p || typeof p.text !== "string" || !p.text.trim()) return undefined;
     if (p.isError || p.isReasoning || p.isCommentary || p.presentation || p.interactive) return undefined;
     return {

@@ -117,10 +117,8 @@ describe("rlclaw in a real OpenClaw gateway (Telegram)", () => {
   test("a button tap rates the reply it hangs on", async () => {
     const one = await ask("question for the buttons");
     const last = one.chunks[one.chunks.length - 1];
-    // A person taps after reading: by then OpenClaw's message_sent hook has run. (A tap within
-    // milliseconds of the send can beat the hook; the component then targets the message id,
-    // which the bridge only knows once the turn is captured.)
-    await until("the turn's capture", () => turnOf("question for the buttons"));
+    // Tapped the moment the reply reaches Telegram: the tap may beat OpenClaw's message_sent
+    // hook, and then the component holds it until the reply is reported.
     const from = tg.sent.length;
     tg.tap({ messageId: last.result.message_id, data: "rlclaw:bad", userId: OWNER });
     const r = await until("the button's rating", () => {

@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import { ComponentHost } from "../lib/component.js";
 import { isLoopbackUrl, readConfig } from "../lib/config.js";
 import { Shim, chatId, looksLikeGroup } from "../lib/shim.js";
-import { Bridge, freePort, until } from "./support/env.mjs";
+import { Bridge, freePort, sleep, until } from "./support/env.mjs";
 
 const FAULTY = new URL("./support/faulty-component.mjs", import.meta.url).href;
 
@@ -19,11 +19,11 @@ function logger() {
 }
 
 /** A shim on the real component; `events` is the system-event queue per session (peek). */
-function makeShim(config, { module, callTimeoutMs, fetch } = {}) {
+function makeShim(config, { module, callTimeoutMs, fetch, outbound } = {}) {
   const log = logger();
   const events = new Map();
   const host = new ComponentHost({ module, callTimeoutMs, onLog: (l, m) => log[l](m) });
-  const shim = new Shim({ config, logger: log, host, fetch, peek: (s) => events.get(s) ?? [], tickMs: 200, pollMs: 60_000 });
+  const shim = new Shim({ config, logger: log, host, fetch, outbound, peek: (s) => events.get(s) ?? [], tickMs: 200, pollMs: 60_000 });
   shim.start();
   return { shim, log, events, queue: (session, e) => events.set(session, [...(events.get(session) ?? []), e]) };
 }
@@ -50,6 +50,11 @@ describe("config", () => {
     assert.deepEqual(ok.component.emojiOverrides, [["🎉", 0.5]]);
     assert.deepEqual(ok.component.raters, ["7"]);
     assert.equal(ok.problems.length, 1);
+    // Rating polls only as the prompt of slash_reactions_prompt, on channel ids.
+    const polls = readConfig({ key: "ab".repeat(32), feedbackMode: "slash_reactions_prompt", pollChannels: ["telegram", "whatsapp", "telegram", "Bad Id"] });
+    assert.deepEqual(polls.component.pollChannels, ["telegram", "whatsapp"]);
+    assert.match(polls.problems[0], /pollChannels/);
+    assert.deepEqual(readConfig({ key: "ab".repeat(32), pollChannels: ["telegram"] }).component.pollChannels, []);
   });
 
   test("a refused config sends nothing and /rl says what is wrong", async () => {
@@ -244,6 +249,72 @@ describe("robustness", () => {
     assert.deepEqual(someoneElse, { handled: true });
     assert.match(said[1], /Only the person who asked/);
     assert.deepEqual(ratingsOf("tap me").map((x) => [x.rater, x.value, x.source]), [["80", 1, "button"]]);
+    await shim.stop();
+  });
+});
+
+describe("rating polls and early taps, through the real component and the real bridge", () => {
+  test("a quiet reply on a poll channel gets a public poll; a vote on it is rated and kept from the agent", async () => {
+    const polls = [];
+    const outbound = { sendPoll: async (p) => { polls.push(p); return { messageId: "90", pollId: "p1" }; } };
+    const { shim } = makeShim({ bridgeUrl: bridge.url, key: bridge.key, feedbackMode: "slash_reactions_prompt", pollChannels: ["telegram"] }, { outbound });
+    const session = "agent:main:telegram:direct:83";
+    const ctx = { channelId: "telegram", accountId: "default", conversationId: "telegram:83", sessionKey: session };
+    // No buttons on a poll channel.
+    assert.equal(shim.onReplyPayloadSending({ payload: { text: "x" }, kind: "final", channel: "telegram" }, ctx), undefined);
+    await turn(shim, { channel: "telegram", conversation: "telegram:83", session, sender: "83", inId: "1", outId: "2", prompt: "poll me", reply: "polled" });
+    const p = await until("the rating poll", async () => {
+      await shim.settle();
+      return polls[0];
+    });
+    assert.deepEqual([p.channel, p.accountId, p.to, p.poll.options, p.poll.maxSelections], ["telegram", "default", "83", ["👍 Good", "👎 Bad"], 1]);
+    assert.match(p.poll.question, /rlclaw #[0-9a-f]{8}/);
+    // The vote as OpenClaw delivers it: message_received, then before_dispatch for the same id.
+    const vote = { from: "telegram:83", content: `Poll response to "${p.poll.question}": 👍 Good`, messageId: "1007", senderId: "83", metadata: { provider: "telegram" } };
+    shim.onMessageReceived(vote, { ...ctx, messageId: "1007", senderId: "83" });
+    assert.deepEqual(await shim.onBeforeDispatch({ messageId: "1007", channel: "telegram", content: vote.content }, { ...ctx, messageId: "1007" }), { handled: true });
+    const r = await until("the poll rating", async () => {
+      await shim.settle();
+      const x = ratingsOf("poll me");
+      return x.length ? x : null;
+    });
+    assert.deepEqual(r.map((x) => [x.rater, x.value, x.source]), [["83", 1, "poll"]]);
+    // An ordinary message goes on to the agent.
+    shim.onMessageReceived({ content: "thanks", messageId: "3", senderId: "83" }, { ...ctx, messageId: "3" });
+    assert.equal(await shim.onBeforeDispatch({ messageId: "3", channel: "telegram" }, ctx), undefined);
+    assert.equal(shim.stats.polls, 1);
+    await shim.stop();
+  });
+
+  test("a tap before the reply's message_sent waits for it and rates that reply", async () => {
+    const { shim } = makeShim({ bridgeUrl: bridge.url, key: bridge.key });
+    const ctx = { channelId: "telegram", accountId: "default", conversationId: "telegram:84", sessionKey: "s84" };
+    shim.onMessageReceived({ content: "early tap question", messageId: "1", senderId: "84" }, { ...ctx, messageId: "1", senderId: "84" });
+    const said = [];
+    const tapped = shim.interactive("telegram", { callbackId: "cb-84", conversationId: "84", senderId: "84", isGroup: false,
+      callback: { messageId: 2, chatId: "84", data: "rlclaw:good", namespace: "rlclaw", payload: "good" },
+      respond: { reply: async (m) => said.push(m.text) } });
+    await sleep(300);
+    assert.deepEqual(said, [], "the tap waits for the reply");
+    shim.onMessageSent({ to: "telegram:84", content: "early tap answer", success: true, messageId: "2" }, { ...ctx, messageId: "2" });
+    assert.deepEqual(await tapped, { handled: true });
+    assert.match(said[0], /rated good/);
+    assert.deepEqual(ratingsOf("early tap question").map((x) => [x.rater, x.value, x.source]), [["84", 1, "button"]]);
+    await shim.stop();
+  });
+
+  test("/rl reaches the component as a message too, and it is no turn", async () => {
+    const { shim } = makeShim({ bridgeUrl: bridge.url, key: bridge.key });
+    const inbound = [];
+    const call = shim.host.call.bind(shim.host);
+    shim.host.call = (ev) => {
+      if (ev.tag === "inbound") inbound.push(ev.val.text);
+      return call(ev);
+    };
+    shim.onMessageReceived({ content: "/rl good", senderId: "85", messageId: "1" }, { channelId: "telegram", conversationId: "telegram:85", sessionKey: "s85" });
+    await shim.settle();
+    assert.deepEqual(inbound, ["/rl good"], "the shim passes chat text on unread");
+    assert.equal(bridge.turns().filter((t) => t.session === "s85").length, 0);
     await shim.stop();
   });
 });

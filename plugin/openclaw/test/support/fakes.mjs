@@ -177,6 +177,10 @@ export async function startFakeTelegram() {
     react({ messageId, emoji = "👍", userId = 42, chatId = userId }) {
       push({ message_reaction: { chat: chat(chatId), message_id: Number(messageId), user: user(userId), date: now(), old_reaction: [], new_reaction: [{ type: "emoji", emoji }] } });
     },
+    /** A vote on a poll the bot sent (Telegram's poll_answer names the poll, not the chat). */
+    vote({ pollId, optionIds, userId = 42 }) {
+      push({ poll_answer: { poll_id: String(pollId), user: user(userId), option_ids: optionIds } });
+    },
     tap({ messageId, data, userId = 42, chatId = userId }) {
       push({ callback_query: { id: `cb${++updateId}`, from: user(userId), chat_instance: `ci-${chatId}`, data,
         message: { message_id: Number(messageId), from: BOT, chat: chat(chatId), date: now(), text: "reply" } } });

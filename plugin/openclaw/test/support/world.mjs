@@ -47,7 +47,11 @@ export function gatewayConfig({ model, telegram, port }) {
   };
 }
 
-export async function startWorld({ feedbackMode = "slash_reactions_prompt", bridgeConfig = `admins = ["${OWNER}"]\n` } = {}) {
+/**
+ * `pluginConfig`: more of rlclaw's plugin config (e.g. pollChannels), merged into what the
+ * install wrote, before the gateway starts.
+ */
+export async function startWorld({ feedbackMode = "slash_reactions_prompt", bridgeConfig = `admins = ["${OWNER}"]\n`, pluginConfig = {} } = {}) {
   const w = {};
   try {
     w.model = await startFakeModel();
@@ -65,6 +69,11 @@ export async function startWorld({ feedbackMode = "slash_reactions_prompt", brid
       "--feedback-mode", feedbackMode, "--openclaw", OPENCLAW]);
     if (install.code !== 0) throw new Error(`install.mjs failed (${install.code}):\n${install.stdout}\n${install.stderr}`);
     w.install = install;
+    if (Object.keys(pluginConfig).length) {
+      const cfg = w.oc.readConfig();
+      Object.assign(cfg.plugins.entries.rlclaw.config, pluginConfig);
+      w.oc.writeConfig(cfg);
+    }
     w.timings = { installMs: Date.now() - t0 };
     const t1 = Date.now();
     await w.oc.startGateway({ telegram: w.telegram, port: w.port });
