@@ -2,6 +2,7 @@
 //! thread that commits requests arriving together in one transaction (group commit), so an
 //! acknowledged request is on disk and throughput follows the disk's commit rate.
 
+mod checkpoint;
 mod counts;
 mod schema;
 mod writer;
@@ -22,6 +23,8 @@ pub fn open_rw(path: &Path) -> rusqlite::Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // A WAL that grew under a burst is cut back to this size when it restarts.
+    conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     schema::migrate(&mut conn)?;
     Ok(conn)

@@ -101,6 +101,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN samples INTEGER;
     ALTER TABLE runs ADD COLUMN metrics TEXT;
     "#,
+    // 3: expired nonces are pruned a few at a time, found by age.
+    r#"
+    CREATE INDEX nonces_seen ON nonces(seen_at);
+    "#,
 ];
 
 /// Brings the database up to the newest schema.

@@ -19,6 +19,10 @@ use crate::training::TrainingControl;
 const MAX_BATCH: usize = 512;
 /// Jobs that may queue before new requests wait for room.
 const QUEUE_DEPTH: usize = 8192;
+/// Expired nonces are deleted this often, at most `PRUNE_LIMIT` at a time, inside a batch's
+/// transaction: small steady deletes instead of one long stall.
+const PRUNE_EVERY_MS: i64 = 1_000;
+const PRUNE_LIMIT: i64 = 5_000;
 
 /// A successful answer: a status and its JSON body, exactly as sent (and as remembered for
 /// idempotent retries).
@@ -75,6 +79,10 @@ impl Store {
         control: Arc<dyn TrainingControl>,
     ) -> anyhow::Result<(Store, WriterHandle)> {
         let conn = super::open_rw(path)
+            .and_then(|conn| {
+                conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+                Ok(conn)
+            })
             .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
         let counts = Counts::load(&conn)?;
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -82,10 +90,24 @@ impl Store {
             counts,
             ..WriterState::default()
         };
+        let (stop_checkpoints, stopped) = std::sync::mpsc::channel::<()>();
+        let db = path.to_path_buf();
+        let checkpointer = std::thread::Builder::new()
+            .name("rlclaw-checkpoint".into())
+            .spawn(move || super::checkpoint::run(&db, stopped))?;
         let thread = std::thread::Builder::new()
             .name("rlclaw-writer".into())
-            .spawn(move || run(conn, rx, state, config, control))?;
-        Ok((Store { jobs }, WriterHandle { thread }))
+            .spawn(move || {
+                run(conn, rx, state, config, control);
+                drop(stop_checkpoints);
+            })?;
+        Ok((
+            Store { jobs },
+            WriterHandle {
+                thread,
+                checkpointer,
+            },
+        ))
     }
 
     /// Sends a job and waits for its answer.
@@ -104,11 +126,13 @@ impl Store {
 /// Joins the writer once every `Store` handle is gone and the queue is drained.
 pub struct WriterHandle {
     thread: std::thread::JoinHandle<()>,
+    checkpointer: std::thread::JoinHandle<()>,
 }
 
 impl WriterHandle {
     pub fn join(self) {
         let _ = self.thread.join();
+        let _ = self.checkpointer.join();
     }
 }
 
@@ -119,7 +143,7 @@ fn run(
     config: Arc<Config>,
     control: Arc<dyn TrainingControl>,
 ) {
-    let mut last_prune = 0i64;
+    let mut next_prune = 0i64;
     let mut generation = training_generation(&conn).unwrap_or(0);
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -130,11 +154,9 @@ fn run(
             }
         }
         let now_ms = crate::now_ms();
-        if now_ms - last_prune > 60_000 {
-            if let Err(e) = prune_nonces(&conn, now_ms) {
-                tracing::warn!("could not prune old nonces: {e}");
-            }
-            last_prune = now_ms;
+        let prune = now_ms >= next_prune;
+        if prune {
+            next_prune = now_ms + PRUNE_EVERY_MS;
         }
         // A training run (maybe in another process) marked ratings as trained: recount.
         match training_generation(&conn) {
@@ -147,7 +169,9 @@ fn run(
             Ok(_) => {}
             Err(e) => tracing::warn!("cannot read the training generation: {e}"),
         }
-        commit_batch(&mut conn, batch, &mut state, &config, &*control, now_ms);
+        commit_batch(
+            &mut conn, batch, &mut state, &config, &*control, now_ms, prune,
+        );
     }
 }
 
@@ -159,11 +183,18 @@ fn commit_batch(
     config: &Config,
     control: &dyn TrainingControl,
     now_ms: i64,
+    prune: bool,
 ) {
     let before = state.clone();
     let mut answers = Vec::with_capacity(batch.len());
     let outcome = (|| -> rusqlite::Result<()> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if prune {
+            // A failed statement rolls back only itself; the batch goes on.
+            if let Err(e) = prune_nonces(&tx, now_ms) {
+                tracing::warn!("could not prune old nonces: {e}");
+            }
+        }
         for job in &batch {
             answers.push(apply_job(&tx, job, state, config, control, now_ms)?);
         }
@@ -266,10 +297,11 @@ fn training_generation(conn: &Connection) -> rusqlite::Result<i64> {
     })
 }
 
-fn prune_nonces(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
-    conn.execute(
-        "DELETE FROM nonces WHERE seen_at < ?1",
-        params![now_ms / 1000 - NONCE_KEEP_S],
+fn prune_nonces(tx: &Transaction, now_ms: i64) -> rusqlite::Result<usize> {
+    tx.execute(
+        "DELETE FROM nonces WHERE nonce IN \
+         (SELECT nonce FROM nonces WHERE seen_at < ?1 LIMIT ?2)",
+        params![now_ms / 1000 - NONCE_KEEP_S, PRUNE_LIMIT],
     )
 }
 
