@@ -2,6 +2,7 @@
 
 mod bench;
 mod doctor;
+mod emit;
 mod export;
 mod history;
 mod hooks;
@@ -53,6 +54,8 @@ enum Command {
     Bad(rate::Args),
     /// Take back the most recent rating.
     Undo(rate::UndoArgs),
+    /// Send one rollout: an agent's finished task with its measurements.
+    Emit(emit::Args),
     /// Recent captured turns and their ratings.
     History(history::Args),
     /// Write the rated turns as a dataset.
@@ -105,6 +108,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Good(args) => rate::run(&dir, args, 1.0),
         Command::Bad(args) => rate::run(&dir, args, -1.0),
         Command::Undo(args) => rate::undo(&dir, args),
+        Command::Emit(args) => emit::run(&dir, args),
         Command::History(args) => history::run(&dir, args),
         Command::Export(args) => export::run(&dir, args),
         Command::Key(args) => key::run(&dir, args),
