@@ -14,6 +14,11 @@ use sha2::{Digest, Sha256};
 use crate::http::{self, Body, Response};
 
 /// The `rlclaw` binary, built once per test process (a no-op when it is fresh).
+///
+/// In the dev profile it is built by `cargo test --workspace --no-run`, the same selection as
+/// the README's test command, so its dependencies have the same features and are reused:
+/// `cargo build -p rlclaw` alone unifies features differently and would compile candle and
+/// mistral.rs a second time.
 pub fn rlclaw_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -23,10 +28,20 @@ pub fn rlclaw_bin() -> PathBuf {
         let root = workspace_root();
         let release = cfg!(not(debug_assertions));
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(&root)
-            .args(["build", "--quiet", "-p", "rlclaw", "--bin", "rlclaw"]);
+        cmd.current_dir(&root);
         if release {
-            cmd.arg("--release");
+            // Benchmarks: the release build of the whole workspace would take far longer.
+            cmd.args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "rlclaw",
+                "--bin",
+                "rlclaw",
+            ]);
+        } else {
+            cmd.args(["test", "--workspace", "--no-run", "--quiet"]);
         }
         let status = cmd.status().expect("cargo runs");
         assert!(status.success(), "building rlclaw failed");
