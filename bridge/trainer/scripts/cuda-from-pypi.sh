@@ -30,7 +30,7 @@ cd "$DIR/cu13/lib"
 for l in cudart nvrtc cublas cublasLt; do ln -sf "lib$l.so.13" "lib$l.so"; done
 ln -sf libcurand.so.10 libcurand.so
 mkdir -p stubs
-CUDARC=$(find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -maxdepth 1 -type d -name 'cudarc-0.19.*' | sort -V | tail -1)
+CUDARC=$(find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -mindepth 2 -maxdepth 2 -type d -name 'cudarc-0.19.*' | sort -V | tail -1)
 [ -n "$CUDARC" ] || { echo "cudarc 0.19 sources not found: run cargo fetch first" >&2; exit 1; }
 grep -oE '^pub unsafe fn cu[A-Za-z0-9_]+' "$CUDARC/src/driver/sys/mod.rs" | awk '{print $4}' | sort -u |
   sed 's/.*/int &(void) { return 999; }/' > stubs/libcuda_stub.c

@@ -20,6 +20,7 @@ BIN=${1:?usage: $0 BIN_DIR TEMPLATE_DIR [all|tests|bench]}
 TEMPLATE=${2:?usage: $0 BIN_DIR TEMPLATE_DIR [all|tests|bench]}
 MODE=${3:-all}
 OUT=${OUT:-/tmp/rlclaw-gpu}; mkdir -p "$OUT"
+MEM=$(mktemp -d)
 STEPS=${STEPS:-20}; WARMUP=${WARMUP:-3}
 MODEL=${MODEL:-/tmp/smollm2-random}
 NV=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null)
@@ -47,16 +48,16 @@ peak() {
 for round in 1 2; do
   before=$(used)
   echo "== round $round: rlclaw: STEPS=$STEPS WARMUP=$WARMUP RLCLAW_DEVICE=cuda RLCLAW_BENCH_MODEL=$MODEL train_step"
-  watch_mem "$OUT/mem_rlclaw_$round.txt"
+  watch_mem "$MEM/rlclaw_$round.txt"
   STEPS=$STEPS WARMUP=$WARMUP RLCLAW_DEVICE=cuda RLCLAW_BENCH_MODEL=$MODEL "$BIN/train_step" 2>&1 |
     tee "$OUT/rlclaw_$round.log" | grep -v '^timed\|^warmup'
-  peak "$OUT/mem_rlclaw_$round.txt" "$before"
+  peak "$MEM/rlclaw_$round.txt" "$before"
   before=$(used)
   echo "== round $round: PyTorch + PEFT: peft_step.py --model $MODEL --device cuda --steps $STEPS --warmup $WARMUP"
-  watch_mem "$OUT/mem_peft_$round.txt"
+  watch_mem "$MEM/peft_$round.txt"
   python3 bridge/trainer/benches/peft_step.py --model "$MODEL" --device cuda --steps "$STEPS" --warmup "$WARMUP" 2>&1 |
     tee "$OUT/peft_$round.log" | grep -v '^timed\|^warmup'
-  peak "$OUT/mem_peft_$round.txt" "$before"
+  peak "$MEM/peft_$round.txt" "$before"
 done
 echo "== rlclaw with the plain-op reference kernels: KERNELS=reference (same command)"
 KERNELS=reference STEPS=$STEPS WARMUP=$WARMUP RLCLAW_DEVICE=cuda RLCLAW_BENCH_MODEL=$MODEL "$BIN/train_step" 2>&1 |
