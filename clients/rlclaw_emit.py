@@ -10,7 +10,9 @@ report its work: copy this file and the bridge's key there and run
 
 or import it and call `emit(bridge, key_hex, rollout)`. Every request is signed as the bridge's
 PROTOCOL.md says, every answer's signature is checked (nothing is trusted from a process that is
-not the bridge), and a rollout is retried with the same body until the bridge answers, so a
+not the bridge), a bridge on another machine is reached over TLS and trusted only if its
+certificate matches the pin `rlclaw tls show` prints (`--bridge https://HOST:PORT --pin
+sha256:...`), and a rollout is retried with the same body until the bridge answers, so a
 retry after a lost answer is recognised and never stored twice.
 
 Exit status: 0 stored (new or already there), 1 refused by the bridge, 2 bad input,
@@ -25,6 +27,7 @@ import http.client
 import json
 import os
 import secrets
+import ssl
 import sys
 import time
 
@@ -104,26 +107,71 @@ def verify_response(key, nonce, status, headers, body, now=None):
 
 
 def split_host(bridge):
-    bridge = bridge.strip()
+    """(scheme, host, port) from HOST:PORT, http://HOST:PORT or https://HOST:PORT."""
+    bridge = bridge.strip().rstrip("/")
+    scheme = "http"
     for prefix in ("http://", "https://"):
         if bridge.startswith(prefix):
-            if prefix == "https://":
-                raise EmitError("this client speaks plain HTTP to a loopback or tunnelled bridge")
+            scheme = prefix[:-3]
             bridge = bridge[len(prefix):]
-    bridge = bridge.rstrip("/")
     host, sep, port = bridge.rpartition(":")
     if not sep or not port.isdigit() or not host:
-        raise EmitError(f"the bridge address must be HOST:PORT, not {bridge!r}")
-    return host.strip("[]"), int(port)
+        raise EmitError(f"the bridge address must be [https://]HOST:PORT, not {bridge!r}")
+    return scheme, host.strip("[]"), int(port)
 
 
-def send(bridge, key_hex, method, path, payload, timeout=10.0):
+def parse_pin(pin):
+    pin = (pin or "").strip().lower()
+    if pin.startswith("sha256:"):
+        pin = pin[len("sha256:"):]
+    pin = pin.replace(":", "")
+    if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):
+        raise EmitError("the pin must be sha256: and 64 hex characters (`rlclaw tls show`)")
+    return pin
+
+
+def connect(scheme, host, port, pin, timeout):
+    """An open connection; over TLS only to the certificate whose SHA-256 is `pin`."""
+    if scheme == "http":
+        if pin:
+            raise EmitError("--pin is for https:// bridges; this one is plain http://")
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+    if not pin:
+        raise EmitError(
+            "an https:// bridge needs --pin (its certificate's SHA-256, from `rlclaw tls show`)"
+        )
+    want = parse_pin(pin)
+    # The certificate is self-signed: it is trusted by its pin, not by an authority or a name.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+    try:
+        conn.connect()
+    except (OSError, http.client.HTTPException) as e:
+        conn.close()
+        raise EmitError(
+            f"cannot reach the bridge at {host}:{port}: {e}", kind=UNREACHABLE, retry=True
+        ) from None
+    der = conn.sock.getpeercert(binary_form=True) or b""
+    got = hashlib.sha256(der).hexdigest()
+    if not hmac.compare_digest(got, want):
+        conn.close()
+        raise EmitError(
+            f"the bridge's certificate (sha256:{got}) is not the pinned one; nothing was sent",
+            kind=UNREACHABLE,
+        )
+    return conn
+
+
+def send(bridge, key_hex, method, path, payload, timeout=10.0, pin=None):
     """One signed request; returns (status, answer as a dict). Raises EmitError."""
     key, key_id = parse_key(key_hex)
-    host, port = split_host(bridge)
+    scheme, host, port = split_host(bridge)
     body = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode()
     headers, nonce = sign_request(key, key_id, method, path, body)
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn = connect(scheme, host, port, pin, timeout)
     try:
         conn.request(method, path, body=body or None, headers=headers)
         resp = conn.getresponse()
@@ -145,7 +193,7 @@ def send(bridge, key_hex, method, path, payload, timeout=10.0):
     return resp.status, answer
 
 
-def emit(bridge, key_hex, rollout, attempts=5, backoff_s=0.5, timeout=10.0):
+def emit(bridge, key_hex, rollout, attempts=5, backoff_s=0.5, timeout=10.0, pin=None):
     """Stores one rollout; returns the bridge's answer (with "stored": "new" or "already").
 
     The same body is resent on failures that may pass (unreachable, 5xx, 429), so the bridge
@@ -159,7 +207,7 @@ def emit(bridge, key_hex, rollout, attempts=5, backoff_s=0.5, timeout=10.0):
         if attempt:
             time.sleep(backoff_s * (2 ** (attempt - 1)))
         try:
-            status, answer = send(bridge, key_hex, "POST", "/v1/rollouts", rollout, timeout)
+            status, answer = send(bridge, key_hex, "POST", "/v1/rollouts", rollout, timeout, pin)
         except EmitError as e:
             if not e.retry:
                 raise
@@ -227,8 +275,11 @@ def main(argv=None):
         epilog="Texts may be given as @FILE or - (standard input).",
     )
     p.add_argument("--bridge", default=os.environ.get("RLCLAW_BRIDGE", "127.0.0.1:8420"),
-                   help="HOST:PORT of the bridge (default: $RLCLAW_BRIDGE or 127.0.0.1:8420)")
+                   help="[https://]HOST:PORT of the bridge (default: $RLCLAW_BRIDGE or "
+                        "127.0.0.1:8420); https:// with --pin from another machine")
     p.add_argument("--key-file", help="the bridge's key file (or set RLCLAW_KEY)")
+    p.add_argument("--pin", default=os.environ.get("RLCLAW_PIN"),
+                   help="for an https:// bridge: its certificate's sha256 (`rlclaw tls show`)")
     p.add_argument("--worker", required=True, help="which agent or machine did the task")
     p.add_argument("--prompt", required=True, help="the task as given")
     p.add_argument("--response", required=True, help="what the agent answered or did")
@@ -266,7 +317,7 @@ def main(argv=None):
                 rollout[name] = value
         if args.message_ids:
             rollout["message_ids"] = args.message_ids
-        answer = emit(args.bridge, read_key(args), rollout, attempts=args.attempts)
+        answer = emit(args.bridge, read_key(args), rollout, attempts=args.attempts, pin=args.pin)
     except OSError as e:
         print(f"rlclaw_emit: {e}", file=sys.stderr)
         return 2

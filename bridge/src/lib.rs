@@ -17,6 +17,7 @@ pub mod server;
 #[cfg(feature = "model-endpoint")]
 pub mod serving;
 pub mod store;
+pub mod tls;
 pub mod training;
 
 /// The bridge's version, as `GET /healthz` and `status` report it.

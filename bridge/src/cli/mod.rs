@@ -13,6 +13,7 @@ mod rate;
 mod serve;
 mod service;
 mod status;
+mod tls;
 mod train;
 mod uninstall;
 
@@ -62,6 +63,8 @@ enum Command {
     Export(export::Args),
     /// Manage the shared key.
     Key(key::Args),
+    /// The TLS certificate for serving beyond loopback, and its pin.
+    Tls(tls::Args),
     /// Train a new adapter on the ratings no run has used yet.
     Train(train::TrainArgs),
     /// List the trained adapter versions.
@@ -112,6 +115,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::History(args) => history::run(&dir, args),
         Command::Export(args) => export::run(&dir, args),
         Command::Key(args) => key::run(&dir, args),
+        Command::Tls(args) => tls::run(&dir, args),
         Command::Train(args) => train::train(&dir, args),
         Command::Adapters(args) => train::adapters(&dir, args),
         Command::Rollback(args) => train::rollback(&dir, args),

@@ -19,10 +19,11 @@ pub const PID_FILE: &str = "bridge.pid";
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The address to listen on (loopback only, unless --allow-non-loopback).
+    /// An address to listen on; repeat for several. Loopback addresses speak plain HTTP; any
+    /// other needs --allow-non-loopback and speaks TLS (`rlclaw tls init` first).
     #[arg(long, default_value = "127.0.0.1:8420", value_name = "ADDR")]
-    listen: SocketAddr,
-    /// Allow listening on an address other machines can reach.
+    listen: Vec<SocketAddr>,
+    /// Allow listening on an address other machines can reach (with TLS).
     #[arg(long)]
     allow_non_loopback: bool,
     /// Also serve the model with the active adapter, OpenAI-compatible, at this address
@@ -46,16 +47,41 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let listener = server::bind(args.listen, args.allow_non_loopback).await?;
-        let local = listener.local_addr()?;
+        let mut listeners = Vec::new();
+        for addr in &args.listen {
+            listeners.push(
+                server::bind(*addr, args.allow_non_loopback, || crate::tls::acceptor(&dir))
+                    .await?,
+            );
+        }
+        // Client commands on this machine use the first plain (loopback) address.
+        let mut shown = Vec::new();
+        let mut local_addr = None;
+        for l in &listeners {
+            let local = l.tcp.local_addr()?;
+            let scheme = if l.tls.is_some() { "https" } else { "http" };
+            shown.push(format!("{scheme}://{local}"));
+            if l.tls.is_none() && local_addr.is_none() {
+                local_addr = Some(local);
+            }
+        }
+        let local = match local_addr {
+            Some(addr) => addr,
+            None => listeners
+                .first()
+                .context("give at least one --listen address")?
+                .tcp
+                .local_addr()?,
+        };
         crate::datadir::write_private(&dir.path(ADDR_FILE), format!("{local}\n").as_bytes())?;
         crate::datadir::write_private(
             &dir.path(PID_FILE),
             format!("{}\n", std::process::id()).as_bytes(),
         )?;
         eprintln!(
-            "rlclaw: bridge {} listening on http://{local} (data in {}, key id {})",
+            "rlclaw: bridge {} listening on {} (data in {}, key id {})",
             crate::VERSION,
+            shown.join(" and "),
             dir.root().display(),
             key.id()
         );
@@ -78,7 +104,7 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
             config,
             keys: server::KeyRing::from_dir(dir.clone(), key, previous_key),
         });
-        server::serve(listener, app).await
+        server::serve(listeners, app).await
     })?;
     // Every acknowledged request is already committed; give the writer a moment to finish
     // what it holds, then leave.

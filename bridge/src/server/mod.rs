@@ -1,5 +1,6 @@
-//! The HTTP server: accept loopback connections, run each request through `request::handle`,
-//! and on SIGTERM stop accepting, finish what is in flight and let the writer drain.
+//! The HTTP server: accept connections (plain on loopback, TLS beyond it), run each request
+//! through `request::handle`, and on SIGTERM stop accepting, finish what is in flight and let
+//! the writer drain.
 
 mod keyring;
 mod request;
@@ -15,6 +16,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::store::Store;
@@ -29,14 +32,37 @@ pub struct App {
 /// How long in-flight requests get to finish after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(8);
 
-/// Serves until SIGTERM or SIGINT, then drains.
-pub async fn serve(listener: TcpListener, app: Arc<App>) -> Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+/// A bound address; connections to it speak TLS when it has an acceptor (beyond loopback).
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// Serves every listener until SIGTERM or SIGINT, then drains.
+pub async fn serve(listeners: Vec<Listener>, app: Arc<App>) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
+    let (stop, stopped) = watch::channel(false);
+    let mut loops = tokio::task::JoinSet::new();
+    for listener in listeners {
+        loops.spawn(accept_loop(listener, app.clone(), stopped.clone()));
+    }
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+    let _ = stop.send(true);
+    while loops.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Accepts connections until `stop`, then waits (at most `DRAIN`) for its requests in flight.
+async fn accept_loop(listener: Listener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = listener.tcp.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
@@ -47,41 +73,81 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) -> Result<()> {
                 };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
-                let conn = http1::Builder::new()
-                    .serve_connection(
-                        TokioIo::new(stream),
-                        service_fn(move |req| request::handle(req, app.clone())),
-                    );
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection from {peer} ended: {e}");
+                let service = service_fn(move |req| request::handle(req, app.clone()));
+                match &listener.tls {
+                    None => {
+                        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!("connection from {peer} ended: {e}");
+                            }
+                        });
                     }
-                });
+                    Some(tls) => {
+                        let tls = tls.clone();
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            let stream = match tokio::time::timeout(HANDSHAKE, tls.accept(stream)).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::debug!("TLS handshake with {peer} failed: {e}");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!("TLS handshake with {peer} timed out");
+                                    return;
+                                }
+                            };
+                            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                            if let Err(e) = watcher.watch(conn).await {
+                                tracing::debug!("TLS connection from {peer} ended: {e}");
+                            }
+                        });
+                    }
+                }
             }
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = stop.changed() => break,
         }
     }
     drop(listener);
-    tracing::info!("shutting down: finishing requests in flight");
     if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("some connections did not finish within {DRAIN:?}");
     }
-    Ok(())
 }
 
-/// Binds the listen address, refusing a non-loopback one unless explicitly allowed.
-pub async fn bind(addr: SocketAddr, allow_non_loopback: bool) -> Result<TcpListener> {
-    if !addr.ip().is_loopback() && !allow_non_loopback {
-        anyhow::bail!(
-            "{addr} is not a loopback address; the bridge listens on loopback only unless started with --allow-non-loopback"
-        );
-    }
-    TcpListener::bind(addr)
+/// How long a TLS client gets to finish its handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Binds a listen address. Beyond loopback only when explicitly allowed, and only with TLS:
+/// the signature proves who sent a request but does not hide the chat text in it.
+pub async fn bind(
+    addr: SocketAddr,
+    allow_non_loopback: bool,
+    tls: impl FnOnce() -> Result<TlsAcceptor>,
+) -> Result<Listener> {
+    let tls = if addr.ip().is_loopback() {
+        None
+    } else {
+        if !allow_non_loopback {
+            anyhow::bail!(
+                "{addr} is not a loopback address; the bridge listens on loopback only unless \
+                 started with --allow-non-loopback"
+            );
+        }
+        Some(tls().with_context(|| {
+            format!(
+                "listening on {addr} lets other machines reach the bridge, and it does that only \
+                 with TLS so that chat text never crosses the network in the clear; run \
+                 `rlclaw tls init --name <this machine's name>` and give clients the pin it prints"
+            )
+        })?)
+    };
+    let tcp = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr}"))
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    Ok(Listener { tcp, tls })
 }
