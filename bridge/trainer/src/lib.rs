@@ -10,7 +10,9 @@ pub mod decoder;
 pub mod device;
 pub mod device_ops;
 pub mod error;
+pub mod eval;
 pub mod fused;
+pub mod import;
 pub mod lora;
 pub mod model;
 pub mod objective;
@@ -25,6 +27,8 @@ pub use adapter::{AdapterConfig, LoraWeights};
 pub use decoder::{Decoder, Kernels};
 pub use device::{DEVICE_ENV, DeviceChoice};
 pub use error::{Result, TrainerError};
+pub use eval::{GatePolicy, GateReport, HoldReason, Verdict, is_held_out};
+pub use import::{FitError, ForeignAdapter, ForeignInfo, read_foreign_adapter};
 pub use lora::LoraSet;
 pub use model::{Arch, ChatMessage, ChatTemplate, LoadedModel, ModelConfig, ModelSource};
 pub use objective::{Baseline, ObjectiveParams};
@@ -33,4 +37,6 @@ pub use train::{
     EncodedSample, Progress, Sample, TrainMetrics, TrainReport, TrainRequest, encode_sample, train,
     train_with_model,
 };
-pub use versions::{AdapterStore, NewVersion, VersionInfo, VersionMetadata};
+pub use versions::{
+    AdapterStore, ForcedPromotion, NewVersion, VersionInfo, VersionMetadata, VersionNotes,
+};

@@ -32,6 +32,54 @@ pub struct VersionMetadata {
     /// The same instant, RFC 3339 in UTC.
     pub created: String,
     pub base_model: String,
+    /// What the evaluation gate measured before the version was kept (`eval::GateReport`,
+    /// plus `compared_with`: the version that served then, null for the base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<serde_json::Value>,
+    /// Set when the version was imported rather than trained here (`import::ForeignInfo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<serde_json::Value>,
+    /// Set when an admin made it serve although the gate held it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced: Option<ForcedPromotion>,
+}
+
+/// An admin's decision to serve a version the gate held back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForcedPromotion {
+    /// Who: `cli`, or the chat sender's id.
+    pub by: String,
+    pub created_unix: u64,
+    pub created: String,
+}
+
+/// Recorded with a new version besides its weights (all optional).
+#[derive(Debug, Clone, Default)]
+pub struct VersionNotes {
+    pub gate: Option<serde_json::Value>,
+    pub imported: Option<serde_json::Value>,
+}
+
+impl VersionMetadata {
+    /// The gate's report, when the version has one that this build can read.
+    pub fn gate_report(&self) -> Option<crate::eval::GateReport> {
+        serde_json::from_value(self.gate.clone()?).ok()
+    }
+
+    /// The version the gate compared it with (None: the base model, or no gate record).
+    pub fn compared_with(&self) -> Option<String> {
+        self.gate.as_ref()?["compared_with"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// The gate held it back and no admin has forced it since.
+    pub fn held_back(&self) -> bool {
+        self.forced.is_none()
+            && self
+                .gate_report()
+                .is_some_and(|g| g.verdict == crate::eval::Verdict::Hold)
+    }
 }
 
 /// What the caller supplies for a new version.
@@ -96,6 +144,17 @@ fn now() -> (u64, String) {
         rem % 60
     );
     (secs, s)
+}
+
+fn write_metadata(path: &Path, metadata: &VersionMetadata) -> Result<()> {
+    let json = serde_json::to_vec_pretty(metadata).map_err(|source| TrainerError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut f = File::create(path).map_err(|e| TrainerError::io(path, e))?;
+    f.write_all(&json)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| TrainerError::io(path, e))
 }
 
 fn unique_suffix() -> String {
@@ -176,6 +235,16 @@ impl AdapterStore {
 
     /// Writes a new version (not activated) and returns it.
     pub fn save(&self, adapter: &LoraWeights, new: NewVersion) -> Result<VersionInfo> {
+        self.save_with_notes(adapter, new, VersionNotes::default())
+    }
+
+    /// Writes a new version with its gate report or import record (not activated).
+    pub fn save_with_notes(
+        &self,
+        adapter: &LoraWeights,
+        new: NewVersion,
+        notes: VersionNotes,
+    ) -> Result<VersionInfo> {
         if let Some(p) = &new.parent {
             self.get(p)?;
         }
@@ -196,17 +265,11 @@ impl AdapterStore {
                 created_unix,
                 created,
                 base_model: new.base_model.clone(),
+                gate: notes.gate.clone(),
+                imported: notes.imported.clone(),
+                forced: None,
             };
-            let meta_path = tmp.join(METADATA_FILE);
-            let json =
-                serde_json::to_vec_pretty(&metadata).map_err(|source| TrainerError::Json {
-                    path: meta_path.clone(),
-                    source,
-                })?;
-            let mut f = File::create(&meta_path).map_err(|e| TrainerError::io(&meta_path, e))?;
-            f.write_all(&json)
-                .and_then(|_| f.sync_all())
-                .map_err(|e| TrainerError::io(&meta_path, e))?;
+            write_metadata(&tmp.join(METADATA_FILE), &metadata)?;
             fsync_dir(&tmp)?;
             let dest = self.root.join(&name);
             if dest.exists() {
@@ -323,6 +386,47 @@ impl AdapterStore {
             .map_err(|e| TrainerError::store(&info.path, format!("cannot promote: {e}")))?;
         self.write_pointer(&format!("{version}\n"))?;
         Ok(info)
+    }
+
+    /// Makes a version serve that the gate held back, recording who decided so. A version the
+    /// gate did not hold back is simply promoted.
+    pub fn force_promote(&self, version: &str, by: &str) -> Result<VersionInfo> {
+        let mut info = self.get(version)?;
+        if info.metadata.held_back() {
+            let (created_unix, created) = now();
+            info.metadata.forced = Some(ForcedPromotion {
+                by: by.to_string(),
+                created_unix,
+                created,
+            });
+            // The new metadata goes to a temporary file in the version folder, then replaces
+            // the old one; a crash leaves one or the other whole.
+            let tmp = info
+                .path
+                .join(format!("{TMP_PREFIX}{}-{METADATA_FILE}", unique_suffix()));
+            let r = write_metadata(&tmp, &info.metadata).and_then(|()| {
+                let dest = info.path.join(METADATA_FILE);
+                fs::rename(&tmp, &dest).map_err(|e| TrainerError::io(&dest, e))?;
+                fsync_dir(&info.path)
+            });
+            if r.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            r?;
+        }
+        self.promote(version)?;
+        Ok(info)
+    }
+
+    /// The newest version after the active one that the gate held back, if any.
+    pub fn latest_candidate(&self) -> Result<Option<VersionInfo>> {
+        let active = self.active()?.map_or(0, |a| a.number);
+        Ok(self
+            .list()?
+            .into_iter()
+            .rev()
+            .take_while(|v| v.number > active)
+            .find(|v| v.metadata.held_back()))
     }
 
     /// Rolls back to `to`, or by default to the active version's parent (the base when it has
