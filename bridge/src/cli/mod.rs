@@ -26,6 +26,8 @@ use clap::{Parser, Subcommand};
 
 use crate::datadir::{self, DataDir};
 
+pub use status::sparkline;
+
 #[derive(Parser)]
 #[command(
     name = "rlclaw",
@@ -67,8 +69,10 @@ enum Command {
     Tls(tls::Args),
     /// Train a new adapter on the ratings no run has used yet.
     Train(train::TrainArgs),
-    /// List the trained adapter versions.
+    /// List the adapter versions and what the gate measured; `import DIR` adds one trained elsewhere.
     Adapters(train::AdaptersArgs),
+    /// Serve a version the evaluation gate held back (an admin's decision; recorded).
+    Promote(train::PromoteArgs),
     /// Serve an earlier adapter version (default: the active one's parent).
     Rollback(train::RollbackArgs),
     /// Serve the base model again (asks first; versions are kept).
@@ -118,6 +122,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tls(args) => tls::run(&dir, args),
         Command::Train(args) => train::train(&dir, args),
         Command::Adapters(args) => train::adapters(&dir, args),
+        Command::Promote(args) => train::promote(&dir, args),
         Command::Rollback(args) => train::rollback(&dir, args),
         Command::Reset(args) => train::reset(&dir, args),
         Command::Bench(args) => bench::run(&dir, args),

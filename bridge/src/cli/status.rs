@@ -53,6 +53,8 @@ fn offline_status(dir: &crate::datadir::DataDir) -> Result<serde_json::Value> {
         "reward_trend": queries::reward_trend(&conn, 16, 8)?,
         "adapter": control.active_adapter(),
         "training": queries::training_state(&conn)?,
+        "since_last_run": crate::training::gate::pending(&conn)?,
+        "gate": control.gate_status(),
     }))
 }
 
@@ -66,7 +68,15 @@ fn print_human(s: &serde_json::Value) {
     );
     println!("turns     {}", n("turns"));
     println!("ratings   👍 {}  👎 {}", n("good"), n("bad"));
-    println!("untrained {}", n("untrained"));
+    let since = &s["since_last_run"];
+    match since["ratings"].as_u64() {
+        Some(r) => println!(
+            "new       {r} since the last run ({} to train on, {} held out to check new versions)",
+            since["to_train"].as_u64().unwrap_or(0),
+            since["held_out"].as_u64().unwrap_or(0)
+        ),
+        None => println!("untrained {}", n("untrained")),
+    }
     let trend: Vec<f64> = s["reward_trend"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
@@ -85,6 +95,15 @@ fn print_human(s: &serde_json::Value) {
         "adapter   {}",
         s["adapter"].as_str().unwrap_or("none (base model)")
     );
+    if let Some(summary) = s["gate"]["active"]["summary"].as_str() {
+        println!("          {summary}");
+    }
+    if let Some(summary) = s["gate"]["candidate"]["summary"].as_str() {
+        println!("candidate {summary}");
+        if let Some(v) = s["gate"]["candidate"]["version"].as_str() {
+            println!("          `rlclaw promote {v}` serves it anyway.");
+        }
+    }
     let training = &s["training"];
     let mut line = training["state"].as_str().unwrap_or("idle").to_owned();
     if let Some(outcome) = training["last_run"]["outcome"].as_str() {

@@ -1,4 +1,5 @@
-//! `rlclaw train`, `adapters`, `rollback`, `reset`: the adapter lifecycle from the terminal.
+//! `rlclaw train`, `adapters` (and `adapters import`), `promote`, `rollback`, `reset`: the
+//! adapter lifecycle from the terminal.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use super::existing;
 use crate::config::Config;
 use crate::datadir::CONFIG_FILE;
 use crate::training::run::{self, RunOptions};
-use crate::training::{adapters_dir, control_for};
+use crate::training::{adapters_dir, control_for, gate, import};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -28,16 +29,26 @@ pub struct TrainArgs {
     json: bool,
 }
 
-pub fn train(dir: &Path, args: TrainArgs) -> Result<()> {
-    let dir = existing(dir)?;
+/// The config's run options with `--preset` and `--model` applied.
+fn options_for(
+    dir: &crate::datadir::DataDir,
+    preset: Option<&str>,
+    model: Option<PathBuf>,
+) -> Result<RunOptions> {
     let config = Config::load(&dir.path(CONFIG_FILE))?;
     let mut options = RunOptions::from_config(&config)?;
-    if let Some(preset) = &args.preset {
+    if let Some(preset) = preset {
         options.preset = preset.parse().map_err(|e| anyhow!("--preset: {e}"))?;
     }
-    if let Some(model) = args.model {
+    if let Some(model) = model {
         options.model = model;
     }
+    Ok(options)
+}
+
+pub fn train(dir: &Path, args: TrainArgs) -> Result<()> {
+    let dir = existing(dir)?;
+    let options = options_for(&dir, args.preset.as_deref(), args.model)?;
     let bar = ProgressBar::new(0);
     if args.json || !std::io::stderr().is_terminal() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -68,10 +79,28 @@ pub fn train(dir: &Path, args: TrainArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
-        println!(
-            "Trained {} on {} ratings; it now serves. (`rlclaw rollback` undoes this.)",
-            outcome.version, outcome.samples
-        );
+        let held = match outcome.held_out_new {
+            0 => String::new(),
+            1 => " (1 new rating is on a held-out turn: it only checks versions)".into(),
+            n => format!(" ({n} new ratings are on held-out turns: they only check versions)"),
+        };
+        if outcome.promoted {
+            println!(
+                "Trained {} on {} ratings{held}; it now serves. (`rlclaw rollback` undoes this.)",
+                outcome.version, outcome.samples
+            );
+        } else {
+            println!(
+                "Trained {} on {} ratings{held}, but the evaluation gate held it back; {} still serves.",
+                outcome.version,
+                outcome.samples,
+                outcome.serving.as_deref().unwrap_or("the base model")
+            );
+        }
+        println!("  {}", outcome.summary);
+        if !outcome.promoted {
+            println!("  `rlclaw promote {}` serves it anyway.", outcome.version);
+        }
         let m = &outcome.metrics;
         println!(
             "  steps {} · loss {:.4} → {:.4} · KL {:.5} · {:.0} tokens/s · {:.1} s",
@@ -91,10 +120,40 @@ pub struct AdaptersArgs {
     /// Print the versions as JSON.
     #[arg(long)]
     json: bool,
+    #[command(subcommand)]
+    action: Option<AdaptersAction>,
+}
+
+#[derive(clap::Subcommand)]
+enum AdaptersAction {
+    /// Import a PEFT LoRA adapter trained elsewhere (adapter_config.json +
+    /// adapter_model.safetensors): checked against the base model, gated like a trained one.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// The adapter folder.
+    dir: PathBuf,
+    /// The base model to check it against (default: config.toml's, else the demo model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Whose drift bound the gate applies: careful | balanced | aggressive.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Accept an adapter whose recorded base model has another name (shapes are still checked).
+    #[arg(long)]
+    any_base: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn adapters(dir: &Path, args: AdaptersArgs) -> Result<()> {
     let dir = existing(dir)?;
+    if let Some(AdaptersAction::Import(import)) = args.action {
+        return import_adapter(&dir, import, args.json);
+    }
     let store = AdapterStore::open(adapters_dir(&dir))?;
     let active = store.active()?.map(|v| v.name);
     let versions = store.list()?;
@@ -102,8 +161,11 @@ pub fn adapters(dir: &Path, args: AdaptersArgs) -> Result<()> {
         let list: Vec<_> = versions
             .iter()
             .map(|v| {
+                let view = gate::view(v);
                 serde_json::json!({
                     "version": v.name, "active": Some(&v.name) == active.as_ref(),
+                    "candidate": v.metadata.held_back(),
+                    "decision": view.decision, "summary": view.summary,
                     "path": v.path, "metadata": v.metadata,
                 })
             })
@@ -116,21 +178,107 @@ pub fn adapters(dir: &Path, args: AdaptersArgs) -> Result<()> {
         return Ok(());
     }
     for v in &versions {
-        let mark = if Some(&v.name) == active.as_ref() {
-            "*"
-        } else {
-            " "
+        let serving = Some(&v.name) == active.as_ref();
+        let mark = if serving { "*" } else { " " };
+        let view = gate::view(v);
+        let state = match (serving, view.decision) {
+            (true, "forced") => "serving, forced by an admin",
+            (true, "gate") => "serving, passed the gate",
+            (true, _) => "serving",
+            (false, "held") => "candidate, held back by the gate",
+            (false, "forced") => "forced once, not serving",
+            (false, _) => "not serving",
+        };
+        let origin = match v
+            .metadata
+            .imported
+            .as_ref()
+            .and_then(|i| i["from"].as_str())
+        {
+            Some(from) => format!("imported from {from}"),
+            None => format!("{} ratings", v.metadata.ratings.len()),
         };
         println!(
-            "{mark} {:<5} {}  {} ratings  parent {}",
+            "{mark} {:<5} {}  {origin}  parent {}  ({state})",
             v.name,
             v.metadata.created,
-            v.metadata.ratings.len(),
-            v.metadata.parent.as_deref().unwrap_or("base")
+            v.metadata.parent.as_deref().unwrap_or("base"),
         );
+        if view.report.is_some() {
+            println!("        {}", view.summary);
+        }
+        if !serving && view.decision == "held" {
+            println!("        `rlclaw promote {}` serves it anyway.", v.name);
+        }
     }
     if active.is_none() {
         println!("(the base model serves)");
+    }
+    Ok(())
+}
+
+fn import_adapter(dir: &crate::datadir::DataDir, args: ImportArgs, json: bool) -> Result<()> {
+    let options = options_for(dir, args.preset.as_deref(), args.model)?;
+    let outcome = import::import_adapter(dir, &args.dir, &options, None, args.any_base)?;
+    if json || args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(());
+    }
+    let i = &outcome.imported;
+    println!(
+        "Imported {} as {}: LoRA r={} alpha={} on {} in {} of the model's layers ({}).",
+        i.from.display(),
+        outcome.version,
+        i.r,
+        i.lora_alpha,
+        i.target_modules.join(", "),
+        i.layers_trained,
+        i.dtype
+    );
+    if i.base_model_name_or_path.is_none() {
+        println!("  The adapter records no base model; it was checked by its shapes alone.");
+    }
+    if outcome.promoted {
+        println!("  It now serves. (`rlclaw rollback` undoes this.)");
+    } else {
+        println!(
+            "  The evaluation gate held it back; {} still serves.",
+            outcome.serving.as_deref().unwrap_or("the base model")
+        );
+    }
+    println!("  {}", outcome.summary);
+    if !outcome.promoted {
+        println!("  `rlclaw promote {}` serves it anyway.", outcome.version);
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct PromoteArgs {
+    /// The version to serve (v1, v2, …).
+    version: String,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn promote(dir: &Path, args: PromoteArgs) -> Result<()> {
+    let dir = existing(dir)?;
+    let store = AdapterStore::open(adapters_dir(&dir))?;
+    let text = gate::force_promote(&store, &args.version, "cli")?;
+    if args.json {
+        let info = store.get(&args.version)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "version": info.name,
+                "serving": store.active()?.map(|v| v.name),
+                "forced": info.metadata.forced,
+                "text": text,
+            }))?
+        );
+    } else {
+        println!("{text}");
     }
     Ok(())
 }
@@ -144,7 +292,7 @@ pub struct RollbackArgs {
 pub fn rollback(dir: &Path, args: RollbackArgs) -> Result<()> {
     let dir = existing(dir)?;
     let text = control_for(&dir)
-        .rollback(args.version.as_deref())
+        .rollback(args.version.as_deref(), "cli")
         .map_err(|e| anyhow!("{}", e.message))?;
     println!("{text}");
     Ok(())

@@ -50,7 +50,9 @@ pub fn apply(c: &Command, ctx: &mut Ctx) -> Result<Reply, OpError> {
                 "pause" => set_paused(ctx, true)?,
                 "resume" => set_paused(ctx, false)?,
                 "train" => queue_training(ctx)?,
-                "rollback" => ctx.control.rollback(c.args.first().map(String::as_str))?,
+                "rollback" => ctx
+                    .control
+                    .rollback(c.args.first().map(String::as_str), &c.sender)?,
                 "reset" => ctx.control.reset()?,
                 other => {
                     return Err(ApiError::new(
@@ -113,10 +115,31 @@ fn status_reply(ctx: &mut Ctx) -> Result<serde_json::Value, OpError> {
     let counts = ctx.state.counts;
     let adapter = status["adapter"].as_str().unwrap_or("the base model");
     let training = status["training"]["state"].as_str().unwrap_or("idle");
-    let text = format!(
-        "👍 {} · 👎 {} · {} waiting to train · serving {adapter} · training {training}",
-        counts.good, counts.bad, counts.untrained
+    let since = &status["since_last_run"];
+    let mut text = format!(
+        "👍 {} · 👎 {} · {} since the last run ({} to train on, {} held out to check new versions) · serving {adapter} · training {training}",
+        counts.good,
+        counts.bad,
+        since["ratings"].as_u64().unwrap_or(0),
+        since["to_train"].as_u64().unwrap_or(0),
+        since["held_out"].as_u64().unwrap_or(0),
     );
+    let trend: Vec<f64> = status["reward_trend"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+        .unwrap_or_default();
+    if let (Some(first), Some(last)) = (trend.first(), trend.last()) {
+        text.push_str(&format!(
+            "\nReward trend {} {first:+.2} → {last:+.2}",
+            crate::cli::sparkline(&trend)
+        ));
+    }
+    for key in ["active", "candidate"] {
+        if let Some(summary) = status["gate"][key]["summary"].as_str() {
+            text.push('\n');
+            text.push_str(summary);
+        }
+    }
     let mut body = status;
     body["text"] = text.into();
     Ok(body)

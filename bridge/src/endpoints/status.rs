@@ -1,4 +1,5 @@
-//! `GET /v1/status`: counts, the reward trend, the active adapter, the training state.
+//! `GET /v1/status`: counts, the reward trend, the active adapter, the training state, the
+//! ratings since the last run and what the evaluation gate measured.
 
 use crate::store::queries;
 use crate::store::{Ctx, OpError, Reply};
@@ -15,6 +16,8 @@ pub fn status_json(ctx: &Ctx) -> Result<serde_json::Value, OpError> {
         "reward_trend": queries::reward_trend(ctx.tx, TREND_POINTS, TREND_BLOCK)?,
         "adapter": ctx.control.active_adapter(),
         "training": queries::training_state(ctx.tx)?,
+        "since_last_run": crate::training::gate::pending(ctx.tx)?,
+        "gate": ctx.control.gate_status(),
     }))
 }
 

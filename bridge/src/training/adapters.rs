@@ -36,9 +36,14 @@ impl TrainingControl for AdapterControl {
         }
     }
 
-    fn rollback(&self, to: Option<&str>) -> Result<String, ApiError> {
+    fn rollback(&self, to: Option<&str>, by: &str) -> Result<String, ApiError> {
         let store = self.store()?;
-        match store.rollback(to) {
+        if let Some(version) = to {
+            return super::gate::force_promote(&store, version, by)
+                .map(|text| format!("Rolled back: {text}"))
+                .map_err(|e| ApiError::new(409, "cannot_rollback", format!("{e}.")));
+        }
+        match store.rollback(None) {
             Ok(Some(v)) => Ok(format!("Rolled back: {} now serves.", v.name)),
             Ok(None) => Ok("Rolled back: the base model now serves.".into()),
             Err(e) => Err(ApiError::new(409, "cannot_rollback", format!("{e}."))),
@@ -50,5 +55,18 @@ impl TrainingControl for AdapterControl {
             .reset()
             .map_err(|e| ApiError::internal(format!("The reset failed: {e}.")))?;
         Ok("Reset: the base model serves again. Trained versions are kept; /rl rollback vN brings one back.".into())
+    }
+
+    fn gate_status(&self) -> serde_json::Value {
+        if !self.root.exists() {
+            return serde_json::json!({"active": null, "candidate": null});
+        }
+        match self.store() {
+            Ok(store) => super::gate::status_json(&store),
+            Err(e) => {
+                tracing::warn!("{}", e.message);
+                serde_json::Value::Null
+            }
+        }
     }
 }

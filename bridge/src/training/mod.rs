@@ -1,7 +1,11 @@
 //! Training from the request path's point of view: the active adapter and the admin actions
-//! that change it (`TrainingControl`), one training run (`run`), and the daemon's scheduler.
+//! that change it (`TrainingControl`), one training run (`run`), the evaluation gate that
+//! decides whether a new version serves (`gate`), adapters trained elsewhere (`import`), and
+//! the daemon's scheduler.
 
 mod adapters;
+pub mod gate;
+pub mod import;
 pub mod run;
 pub mod scheduler;
 
@@ -15,10 +19,16 @@ use crate::protocol::ApiError;
 pub trait TrainingControl: Send + Sync {
     /// The active adapter version ("v3"), or `None` when the base model serves.
     fn active_adapter(&self) -> Option<String>;
-    /// Makes an earlier version active (`None`: the active version's parent). Returns a reply.
-    fn rollback(&self, to: Option<&str>) -> Result<String, ApiError>;
+    /// Makes another version active (`None`: the active version's parent); a candidate the
+    /// gate held back is served too, recorded as forced by `by`. Returns a reply.
+    fn rollback(&self, to: Option<&str>, by: &str) -> Result<String, ApiError>;
     /// Serves the base model again; adapters are kept. Returns a reply.
     fn reset(&self) -> Result<String, ApiError>;
+    /// What the evaluation gate measured for the active version and for a candidate it held
+    /// back (`gate::status_json`).
+    fn gate_status(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 /// The training control for a data folder.

@@ -1,7 +1,9 @@
-//! One training run: take the lock, gather every untrained live rating, train on the active
-//! adapter, save a new version, and only then mark the ratings trained and promote it. A run
-//! that fails or is killed leaves the active adapter and the database as they were, and the
-//! next run (or the daemon's start) records it as interrupted.
+//! One training run: take the lock, gather every untrained live rating (leaving the held-out
+//! turns out of training), train on the active adapter, run the evaluation gate, save a new
+//! version with what the gate measured, mark the ratings used, and only then promote it — if
+//! the gate passed it; otherwise it stays a candidate that an admin can force. A run that fails
+//! or is killed leaves the active adapter and the database as they were, and the next run (or
+//! the daemon's start) records it as interrupted.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -10,11 +12,12 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, anyhow, bail};
 use rlclaw_trainer::{
-    AdapterStore, Baseline, ChatMessage, ModelSource, NewVersion, Preset, Progress, Sample,
-    TrainRequest,
+    AdapterStore, Baseline, DeviceChoice, GatePolicy, GateReport, LoadedModel, ModelSource,
+    NewVersion, Preset, Progress, Sample, TrainRequest, VersionNotes, is_held_out,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::gate;
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::store;
@@ -27,6 +30,10 @@ const MAX_SAMPLES: usize = 128;
 pub struct RunOptions {
     pub preset: Preset,
     pub model: PathBuf,
+    /// The evaluation gate (None: the preset's, `GatePolicy::for_preset`).
+    pub gate: Option<GatePolicy>,
+    /// The trainer's seed (None: from the clock).
+    pub seed: Option<u64>,
 }
 
 impl RunOptions {
@@ -43,7 +50,33 @@ impl RunOptions {
             .as_ref()
             .map(PathBuf::from)
             .unwrap_or_else(super::demo_model_path);
-        Ok(RunOptions { preset, model })
+        Ok(RunOptions {
+            preset,
+            model,
+            gate: None,
+            seed: None,
+        })
+    }
+
+    /// The gate this run applies.
+    pub fn gate_policy(&self) -> GatePolicy {
+        self.gate
+            .clone()
+            .unwrap_or_else(|| GatePolicy::for_preset(self.preset))
+    }
+
+    /// Loads the base model where training runs (`RLCLAW_DEVICE`, else the CPU).
+    pub fn load_model(&self) -> Result<LoadedModel> {
+        if !self.model.exists() {
+            bail!(
+                "the model {} is missing: set [training] model in config.toml, or fetch the demo model with .ci/fetch-model",
+                self.model.display()
+            );
+        }
+        let source = ModelSource::from_path(&self.model)?;
+        let device = DeviceChoice::from_env()?.open()?;
+        LoadedModel::load_on(&source, &device)
+            .with_context(|| format!("cannot load the model {}", self.model.display()))
     }
 }
 
@@ -51,8 +84,21 @@ impl RunOptions {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunOutcome {
     pub run_id: i64,
+    /// The new version (serving only when `promoted`).
     pub version: String,
+    /// Ratings trained on.
     pub samples: usize,
+    /// New ratings kept out of training in this run (they only check versions).
+    pub held_out_new: usize,
+    /// Whether the gate passed the new version, which now serves.
+    pub promoted: bool,
+    /// What serves after the run (None: the base model).
+    pub serving: Option<String>,
+    /// The gate's figures and decision, in words.
+    pub summary: String,
+    pub gate: GateReport,
+    /// The version the gate compared with (None: the base model).
+    pub compared_with: Option<String>,
     pub metrics: serde_json::Value,
 }
 
@@ -92,51 +138,51 @@ pub fn mark_interrupted(conn: &Connection) -> rusqlite::Result<usize> {
     )
 }
 
-/// The live ratings no run has used yet, oldest first, as training samples.
-fn untrained_samples(conn: &Connection) -> rusqlite::Result<(Vec<i64>, Vec<Sample>)> {
+/// The live ratings no run has used yet, oldest first: the ones to train on (at most
+/// `MAX_SAMPLES`, as samples) and the held-out ones, which are never trained on.
+struct Untrained {
+    train_ids: Vec<i64>,
+    samples: Vec<Sample>,
+    held_out_ids: Vec<i64>,
+}
+
+fn untrained_samples(conn: &Connection) -> rusqlite::Result<Untrained> {
     let mut stmt = conn.prepare(
         "SELECT r.id, t.turn_id, t.context, t.prompt, t.response, r.value, r.reason
          FROM ratings r JOIN turns t ON t.seq = r.turn_seq
          WHERE r.removed_at IS NULL AND r.trained_run IS NULL
-         ORDER BY r.created_at, r.id LIMIT ?1",
+         ORDER BY r.created_at, r.id",
     )?;
-    let mut ids = Vec::new();
-    let mut samples = Vec::new();
-    let rows = stmt.query_map(params![MAX_SAMPLES as i64], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, f64>(5)?,
-            r.get::<_, Option<String>>(6)?,
-        ))
-    })?;
-    for row in rows {
-        let (id, turn_id, context, prompt, response, value, reason) = row?;
-        let context: Vec<serde_json::Value> = serde_json::from_str(&context).unwrap_or_default();
-        let context = context
-            .iter()
-            .filter_map(|m| {
-                Some(ChatMessage::new(
-                    m["role"].as_str()?,
-                    m["content"].as_str()?,
-                ))
-            })
-            .collect();
-        ids.push(id);
-        samples.push(Sample {
+    let mut out = Untrained {
+        train_ids: Vec::new(),
+        samples: Vec::new(),
+        held_out_ids: Vec::new(),
+    };
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let turn_id: String = r.get(1)?;
+        if is_held_out(&turn_id) {
+            out.held_out_ids.push(id);
+            continue;
+        }
+        if out.samples.len() >= MAX_SAMPLES {
+            continue;
+        }
+        let value: f64 = r.get(5)?;
+        let reason: Option<String> = r.get(6)?;
+        out.train_ids.push(id);
+        out.samples.push(Sample {
             turn_id,
-            context,
-            prompt,
-            response,
+            context: gate::parse_context(&r.get::<_, String>(2)?),
+            prompt: r.get(3)?,
+            response: r.get(4)?,
             reward: value as f32,
             // A reason given with a bad rating is a hint for the teacher.
             hint: reason.filter(|r| value < 0.0 && !r.trim().is_empty()),
         });
     }
-    Ok((ids, samples))
+    Ok(out)
 }
 
 fn model_key(model: &Path) -> String {
@@ -146,11 +192,23 @@ fn model_key(model: &Path) -> String {
         .unwrap_or_else(|| model.display().to_string())
 }
 
-/// Trains once. `progress` sees every optimiser step; `cancel` stops the run early (nothing is
-/// saved then).
+/// Trains once, loading the model. `progress` sees every optimiser step; `cancel` stops the
+/// run early (nothing is saved then).
 pub fn run_once(
     dir: &DataDir,
     options: &RunOptions,
+    progress: &mut dyn FnMut(&Progress),
+    cancel: &AtomicBool,
+) -> Result<RunOutcome> {
+    run_with_model(dir, options, None, progress, cancel)
+}
+
+/// Trains once with an already loaded base model (`None`: load `options.model`), runs the
+/// gate, keeps the new version and promotes it if the gate passes it.
+pub fn run_with_model(
+    dir: &DataDir,
+    options: &RunOptions,
+    model: Option<&LoadedModel>,
     progress: &mut dyn FnMut(&Progress),
     cancel: &AtomicBool,
 ) -> Result<RunOutcome> {
@@ -162,11 +220,17 @@ pub fn run_once(
     mark_interrupted(&conn)?;
     // An admin's queued request is answered by this run, whatever its outcome.
     conn.execute("UPDATE training SET queued = 0 WHERE id = 1", [])?;
-    let (rating_ids, samples) = untrained_samples(&conn)?;
-    if samples.is_empty() {
-        bail!("nothing to train on: no new ratings since the last run");
+    let untrained = untrained_samples(&conn)?;
+    if untrained.samples.is_empty() {
+        if untrained.held_out_ids.is_empty() {
+            bail!("nothing to train on: no new ratings since the last run");
+        }
+        bail!(
+            "nothing to train on: the {} new rating(s) are on held-out turns, which only check new versions",
+            untrained.held_out_ids.len()
+        );
     }
-    if !options.model.exists() {
+    if model.is_none() && !options.model.exists() {
         bail!(
             "the model {} is missing: set [training] model in config.toml, or fetch the demo model with .ci/fetch-model",
             options.model.display()
@@ -188,42 +252,80 @@ pub fn run_once(
         .unwrap_or_default();
     conn.execute(
         "INSERT INTO runs (started_at, outcome, samples) VALUES (?1, 'running', ?2)",
-        params![crate::now_ms(), samples.len() as i64],
+        params![crate::now_ms(), untrained.samples.len() as i64],
     )?;
     let run_id = conn.last_insert_rowid();
+    let policy = options.gate_policy();
+    let held_out = gate::held_out_samples(&conn, policy.max_held_out)?;
 
-    let result = train_and_save(dir, options, samples, baseline, progress, cancel);
-    match result {
-        Ok((version, report_baseline, metrics, used)) => {
-            let tx = conn.unchecked_transaction()?;
-            let mut mark = tx.prepare(
-                "UPDATE ratings SET trained_run = ?1 WHERE id = ?2 AND removed_at IS NULL",
-            )?;
-            for id in &rating_ids {
-                mark.execute(params![run_id, id])?;
+    // From here on a failure, the model's loading included, is recorded with the run.
+    let result = (|| {
+        let loaded;
+        let model = match model {
+            Some(m) => m,
+            None => {
+                loaded = options.load_model()?;
+                &loaded
             }
-            drop(mark);
+        };
+        train_gate_and_save(
+            dir,
+            options,
+            model,
+            untrained.samples,
+            &held_out,
+            &policy,
+            baseline,
+            progress,
+            cancel,
+        )
+    })();
+    match result {
+        Ok(done) => {
+            let promoted = done.gate.promoted();
+            let summary = gate::describe(&done.version, &done.gate, done.compared_with.as_deref());
+            let tx = conn.unchecked_transaction()?;
+            gate::mark_used(&tx, run_id, &untrained.train_ids)?;
+            // Held-out ratings are marked with the first run that checked a version on them,
+            // so they no longer wait; they are never trained on.
+            gate::mark_used(&tx, run_id, &untrained.held_out_ids)?;
             tx.execute(
                 "INSERT INTO baselines (model, value, count) VALUES (?1, ?2, ?3)
                  ON CONFLICT(model) DO UPDATE SET value = excluded.value, count = excluded.count",
-                params![key, report_baseline.value, report_baseline.count],
+                params![key, done.baseline.value, done.baseline.count],
             )?;
             tx.execute(
-                "UPDATE runs SET outcome = 'ok', finished_at = ?1, adapter = ?2, metrics = ?3 WHERE id = ?4",
-                params![crate::now_ms(), version, metrics.to_string(), run_id],
+                "UPDATE runs SET outcome = 'ok', finished_at = ?1, adapter = ?2, metrics = ?3,
+                        detail = ?4 WHERE id = ?5",
+                params![
+                    crate::now_ms(),
+                    done.version,
+                    done.metrics.to_string(),
+                    summary,
+                    run_id
+                ],
             )?;
             tx.execute(
                 "UPDATE training SET generation = generation + 1 WHERE id = 1",
                 [],
             )?;
             tx.commit()?;
-            // The ratings are marked; only now does the new version serve.
-            AdapterStore::open(super::adapters_dir(dir))?.promote(&version)?;
+            // The ratings are marked; only now does the new version serve, if the gate let it.
+            let store = AdapterStore::open(super::adapters_dir(dir))?;
+            if promoted {
+                store.promote(&done.version)?;
+            }
             Ok(RunOutcome {
                 run_id,
-                version,
-                samples: used,
-                metrics,
+                version: done.version,
+                samples: done.used,
+                held_out_new: untrained.held_out_ids.len(),
+                promoted,
+                serving: store.active()?.map(|v| v.name),
+                summary,
+                gate: done.gate,
+                compared_with: done.compared_with,
+                metrics: done.metrics,
             })
         }
         Err(e) => {
@@ -241,39 +343,83 @@ pub fn run_once(
     }
 }
 
-type Trained = (String, Baseline, serde_json::Value, usize);
+/// A trained, gated and saved version.
+struct Trained {
+    version: String,
+    baseline: Baseline,
+    metrics: serde_json::Value,
+    used: usize,
+    gate: GateReport,
+    compared_with: Option<String>,
+}
 
-fn train_and_save(
+#[allow(clippy::too_many_arguments)]
+fn train_gate_and_save(
     dir: &DataDir,
     options: &RunOptions,
+    model: &LoadedModel,
     samples: Vec<Sample>,
+    held_out: &[Sample],
+    policy: &GatePolicy,
     baseline: Baseline,
     progress: &mut dyn FnMut(&Progress),
     cancel: &AtomicBool,
 ) -> Result<Trained> {
     let store = AdapterStore::open(super::adapters_dir(dir))?;
     let active = store.active()?;
-    let source = ModelSource::from_path(&options.model)?;
-    let mut request = TrainRequest::new(source, samples);
+    let mut request = TrainRequest::new(model.source.clone(), samples);
     request.preset = options.preset;
     request.baseline = baseline;
     request.behaviour_adapter = active.as_ref().map(|v| v.path.clone());
     request.parent_adapter = active.as_ref().map(|v| v.path.clone());
-    request.seed = crate::now_ms() as u64;
-    let report = rlclaw_trainer::train(&request, progress, cancel)?;
+    request.seed = options.seed.unwrap_or_else(|| crate::now_ms() as u64);
+    let report = rlclaw_trainer::train_with_model(model, &request, progress, cancel)?;
     if cancel.load(std::sync::atomic::Ordering::Relaxed) {
         bail!("the run was cancelled");
     }
+    let active_weights = match &active {
+        Some(v) => Some(store.load(&v.name)?),
+        None => None,
+    };
+    let gate_report = rlclaw_trainer::eval::evaluate(
+        model,
+        &report.adapter,
+        active_weights.as_ref(),
+        held_out,
+        policy,
+    )
+    .context("the evaluation gate failed")?;
+    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        bail!("the run was cancelled");
+    }
+    let compared_with = active.as_ref().map(|v| v.name.clone());
     let metrics = serde_json::to_value(&report.metrics)?;
-    let used = report.metrics.samples;
-    let info = store.save(
+    let info = store.save_with_notes(
         &report.adapter,
         NewVersion {
-            parent: active.map(|v| v.name),
+            parent: compared_with.clone(),
             ratings: report.turn_ids.clone(),
             metrics: metrics.clone(),
             base_model: report.base_model.clone(),
         },
+        VersionNotes {
+            gate: Some(gate_record(&gate_report, compared_with.as_deref())?),
+            imported: None,
+        },
     )?;
-    Ok((info.name, report.baseline, metrics, used))
+    Ok(Trained {
+        version: info.name,
+        baseline: report.baseline,
+        metrics,
+        used: report.metrics.samples,
+        gate: gate_report,
+        compared_with,
+    })
+}
+
+/// The gate's report as kept in a version's metadata, with the version it was compared with.
+pub fn gate_record(report: &GateReport, compared_with: Option<&str>) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(report)?;
+    v["compared_with"] = serde_json::json!(compared_with);
+    Ok(v)
 }

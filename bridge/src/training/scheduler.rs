@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use super::gate;
 use super::run::{self, RunLock, RunOptions};
 use crate::config::Config;
 use crate::datadir::DataDir;
@@ -66,16 +67,18 @@ fn recover(dir: &DataDir) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Should a run start now?
+/// Should a run start now? Only ratings a run can train on count: held-out ones wait for it.
 fn due(conn: &Connection, config: &Config, backing_off: bool) -> rusqlite::Result<bool> {
-    let (paused, queued, untrained): (bool, bool, u64) = conn.query_row(
-        "SELECT paused, queued,
-                (SELECT count(*) FROM ratings WHERE removed_at IS NULL AND trained_run IS NULL)
-         FROM training WHERE id = 1",
+    let (paused, queued): (bool, bool) = conn.query_row(
+        "SELECT paused, queued FROM training WHERE id = 1",
         [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    if paused || untrained == 0 {
+    if paused {
+        return Ok(false);
+    }
+    let untrained = gate::pending(conn)?.to_train;
+    if untrained == 0 {
         return Ok(false);
     }
     if queued {
@@ -134,11 +137,20 @@ fn tick(
         stop,
     );
     match outcome {
-        Ok(o) => {
+        Ok(o) if o.promoted => {
             tracing::info!(
-                "training finished: {} now serves ({} ratings)",
+                "training finished: {} now serves ({} ratings). {}",
                 o.version,
-                o.samples
+                o.samples,
+                o.summary
+            );
+            Ok(Some(true))
+        }
+        Ok(o) => {
+            tracing::warn!(
+                "training finished ({} ratings), but {}",
+                o.samples,
+                o.summary
             );
             Ok(Some(true))
         }

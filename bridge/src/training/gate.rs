@@ -1,0 +1,299 @@
+//! The evaluation gate from the bridge's side: which rated turns are held out of training
+//! (`rlclaw_trainer::is_held_out`), the held-out samples a new version is checked on, forced
+//! promotion, and what the gate measured in words a person understands.
+
+use rlclaw_trainer::{
+    AdapterStore, ChatMessage, GateReport, HoldReason, Sample, VersionInfo, is_held_out,
+};
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+/// Turns a stored context (JSON array of {role, content}) into messages; anything else is none.
+pub fn parse_context(context: &str) -> Vec<ChatMessage> {
+    let context: Vec<serde_json::Value> = serde_json::from_str(context).unwrap_or_default();
+    context
+        .iter()
+        .filter_map(|m| {
+            Some(ChatMessage::new(
+                m["role"].as_str()?,
+                m["content"].as_str()?,
+            ))
+        })
+        .collect()
+}
+
+/// The held-out rated turns, newest rating first, at most `max`: one sample per turn with the
+/// mean of its live ratings (turns whose ratings cancel out are left out). These turns are
+/// never trained on.
+pub fn held_out_samples(conn: &Connection, max: usize) -> rusqlite::Result<Vec<Sample>> {
+    let mut stmt = conn.prepare(
+        "SELECT t.turn_id, t.context, t.prompt, t.response, avg(r.value)
+         FROM ratings r JOIN turns t ON t.seq = r.turn_seq
+         WHERE r.removed_at IS NULL
+         GROUP BY t.seq
+         ORDER BY max(r.created_at) DESC, t.seq DESC",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while out.len() < max {
+        let Some(row) = rows.next()? else { break };
+        let turn_id: String = row.get(0)?;
+        if !is_held_out(&turn_id) {
+            continue;
+        }
+        let value: f64 = row.get(4)?;
+        if value == 0.0 || !value.is_finite() {
+            continue;
+        }
+        out.push(Sample {
+            turn_id,
+            context: parse_context(&row.get::<_, String>(1)?),
+            prompt: row.get(2)?,
+            response: row.get(3)?,
+            reward: value.clamp(-1.0, 1.0) as f32,
+            hint: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Live ratings no run has used yet, split the way the next run will split them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pending {
+    /// All of them: the ratings since the last run.
+    pub ratings: u64,
+    /// Those the next run trains on.
+    pub to_train: u64,
+    /// Those kept out of training to check new versions.
+    pub held_out: u64,
+}
+
+pub fn pending(conn: &Connection) -> rusqlite::Result<Pending> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT t.turn_id FROM ratings r JOIN turns t ON t.seq = r.turn_seq
+         WHERE r.removed_at IS NULL AND r.trained_run IS NULL",
+    )?;
+    let mut p = Pending::default();
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let turn_id: String = row.get(0)?;
+        p.ratings += 1;
+        if is_held_out(&turn_id) {
+            p.held_out += 1;
+        } else {
+            p.to_train += 1;
+        }
+    }
+    Ok(p)
+}
+
+/// Marks the given ratings as used by a run (held-out ones: checked on, never trained).
+pub fn mark_used(conn: &Connection, run_id: i64, ids: &[i64]) -> rusqlite::Result<()> {
+    let mut mark =
+        conn.prepare("UPDATE ratings SET trained_run = ?1 WHERE id = ?2 AND removed_at IS NULL")?;
+    for id in ids {
+        mark.execute(params![run_id, id])?;
+    }
+    Ok(())
+}
+
+fn percent(x: f64) -> String {
+    format!("{:+.1}%", x * 100.0)
+}
+
+fn turns(n: usize) -> String {
+    if n == 1 {
+        "1 held-out turn".into()
+    } else {
+        format!("{n} held-out turns")
+    }
+}
+
+/// Why only the drift was checked.
+fn too_few(report: &GateReport) -> String {
+    match report.held_out_turns {
+        0 => format!(
+            "there are no held-out turns yet ({} are needed to compare versions)",
+            report.min_held_out
+        ),
+        n => format!(
+            "only {} so far ({} are needed to compare versions)",
+            turns(n),
+            report.min_held_out
+        ),
+    }
+}
+
+/// One line on the drift from the base.
+fn drift_sentence(report: &GateReport) -> String {
+    format!(
+        "perplexity on neutral prompts {} against the base model (limit ±{:.1}%)",
+        percent(report.candidate.drift.perplexity_change),
+        report.max_perplexity_change * 100.0
+    )
+}
+
+/// How one reason for holding a version back reads.
+fn reason_text(reason: &HoldReason, against: &str) -> String {
+    match reason {
+        HoldReason::WorseOnHeldOut {
+            turns: n,
+            difference,
+            noise,
+            candidate_leans,
+            active_leans,
+        } => format!(
+            "on your {} its log-probability margin between the replies you liked and the ones you did not is {:.3} per token below {against}'s (more than the {:.3} the figures vary by); it leans your way on {candidate_leans} of them, {against} on {active_leans}",
+            turns(*n),
+            difference.abs(),
+            noise
+        ),
+        HoldReason::Drift {
+            perplexity_change,
+            bound,
+        } => format!(
+            "its perplexity on neutral prompts is {} against the base model, beyond the limit of ±{:.1}%",
+            percent(*perplexity_change),
+            bound * 100.0
+        ),
+    }
+}
+
+/// Why the gate held a version back, in words (empty when it did not).
+pub fn reasons_text(report: &GateReport, compared_with: Option<&str>) -> String {
+    let against = compared_with.unwrap_or("the base model");
+    report
+        .reasons
+        .iter()
+        .map(|r| reason_text(r, against))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What the gate measured for `name`, in words: why it serves or why it is held back.
+pub fn describe(name: &str, report: &GateReport, compared_with: Option<&str>) -> String {
+    if !report.promoted() {
+        let mut text = format!(
+            "{name} is held back and not served: {}.",
+            reasons_text(report, compared_with)
+        );
+        if report.drift_only {
+            text.push_str(&format!(
+                " The gate checked drift alone: {}.",
+                too_few(report)
+            ));
+        }
+        return text;
+    }
+    if report.drift_only {
+        return format!(
+            "{name} passed on the drift check alone: {}; {}.",
+            too_few(report),
+            drift_sentence(report)
+        );
+    }
+    let n = report.held_out_turns;
+    let leans = report.candidate.held_out.as_ref().map_or(0, |h| h.leans);
+    let lead = format!(
+        "{name} leans toward the replies you liked and away from the ones you did not on {leans} of your {}",
+        turns(n)
+    );
+    let cmp = match (compared_with, &report.active) {
+        (Some(v), Some(a)) => format!(
+            "; {v} did on {}",
+            a.held_out.as_ref().map_or(0, |h| h.leans)
+        ),
+        _ => ", measured from the base model".into(),
+    };
+    format!("{lead}{cmp}; {}.", drift_sentence(report))
+}
+
+/// How a version came to serve (or not), with the gate's words.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionView {
+    pub version: String,
+    /// `gate` (the gate promoted it), `forced` (an admin served it although the gate held it
+    /// back), `held` (a candidate, not served), or `ungated` (made before the gate existed).
+    pub decision: &'static str,
+    pub imported: bool,
+    pub summary: String,
+    pub report: Option<GateReport>,
+    pub compared_with: Option<String>,
+}
+
+pub fn view(v: &VersionInfo) -> VersionView {
+    let m = &v.metadata;
+    let report = m.gate_report();
+    let compared_with = m.compared_with();
+    let decision = match (&report, &m.forced) {
+        (None, _) => "ungated",
+        (Some(_), Some(_)) => "forced",
+        (Some(r), None) if r.promoted() => "gate",
+        (Some(_), None) => "held",
+    };
+    let summary = match &report {
+        None => format!(
+            "{} has no gate figures (it was made before the gate).",
+            v.name
+        ),
+        Some(r) => match &m.forced {
+            Some(f) => format!(
+                "{} was forced by an admin ({}, {}) although the gate held it back: {}.",
+                v.name,
+                f.by,
+                f.created,
+                reasons_text(r, compared_with.as_deref())
+            ),
+            None => describe(&v.name, r, compared_with.as_deref()),
+        },
+    };
+    VersionView {
+        version: v.name.clone(),
+        decision,
+        imported: m.imported.is_some(),
+        summary,
+        report,
+        compared_with,
+    }
+}
+
+/// The gate's view of the active version and of a held-back candidate, for `status`.
+pub fn status_json(store: &AdapterStore) -> serde_json::Value {
+    let active = match store.active() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!("the active adapter cannot be read: {e}");
+            None
+        }
+    };
+    let candidate = store.latest_candidate().ok().flatten();
+    serde_json::json!({
+        "active": active.as_ref().map(view),
+        "candidate": candidate.as_ref().map(view),
+    })
+}
+
+/// Makes `version` serve; if the gate held it back, records that `by` forced it. Returns a
+/// reply for a person.
+pub fn force_promote(
+    store: &AdapterStore,
+    version: &str,
+    by: &str,
+) -> rlclaw_trainer::Result<String> {
+    let before = store.get(version)?;
+    if store.active()?.is_some_and(|a| a.name == version) {
+        return Ok(format!("{version} already serves."));
+    }
+    let held = before
+        .metadata
+        .gate_report()
+        .filter(|_| before.metadata.held_back());
+    store.force_promote(version, by)?;
+    Ok(match held {
+        Some(r) => format!(
+            "{version} now serves, by an admin's choice; the gate had held it back: {}.",
+            reasons_text(&r, before.metadata.compared_with().as_deref())
+        ),
+        None => format!("{version} now serves."),
+    })
+}
