@@ -758,6 +758,17 @@ fn the_claude_code_hook_captures_the_last_real_prompt_and_the_final_reply() {
     assert_eq!(channel, "claude-code");
     assert_eq!(sess, session);
     assert_eq!(sender, "tester");
+    // Sent as a rollout with what the transcript tells: the prompt at 03:01:00, the last row
+    // at 03:01:07; this turn's rows carry no token usage, so no token count is claimed.
+    let (kind, measures): (String, String) = conn
+        .query_row("SELECT kind, measures FROM turns", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(kind, "rollout");
+    let measures: Value = serde_json::from_str(&measures).unwrap();
+    assert_eq!(measures["duration_s"], json!(7.0));
+    assert_eq!(measures["tokens"], Value::Null);
     let context: Value = serde_json::from_str(context).unwrap();
     assert_eq!(
         context,

@@ -168,8 +168,10 @@ fn capture(dir: &Path, args: &HookArgs) -> Result<Option<String>> {
         args.agent.arg(),
         &crate::keys::sha256_hex(format!("{session}\n{}", turn.prompt_pos).as_bytes())[..32]
     );
+    // Sent as a rollout: a turn with what the transcript says it cost.
     let mut body = serde_json::json!({
-        "turn_id": turn_id,
+        "rollout_id": turn_id,
+        "worker": format!("{}@{}", args.agent.arg(), install::host_name()),
         "session": session,
         "channel": args.agent.arg(),
         "sender": install::user_name(),
@@ -179,6 +181,16 @@ fn capture(dir: &Path, args: &HookArgs) -> Result<Option<String>> {
             .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
             .collect::<Vec<_>>(),
     });
+    let m = &turn.measures;
+    if let Some(d) = m.duration_s {
+        body["duration_s"] = serde_json::json!(d);
+    }
+    if let Some(t) = m.tokens {
+        body["tokens"] = serde_json::json!(t);
+    }
+    if let Some(e) = m.errors {
+        body["errors"] = serde_json::json!(e);
+    }
     let model = payload["model"]
         .as_str()
         .map(str::to_owned)
@@ -193,7 +205,7 @@ fn capture(dir: &Path, args: &HookArgs) -> Result<Option<String>> {
     let answer = runtime()?.block_on(async {
         tokio::time::timeout(Duration::from_secs(5), async {
             let mut client = Client::connect(addr, key).await?;
-            client.send(Method::POST, "/v1/turns", Some(&body)).await
+            client.send(Method::POST, "/v1/rollouts", Some(&body)).await
         })
         .await
         .map_err(|_| anyhow::anyhow!("the bridge at {addr} did not answer within 5 s"))?

@@ -21,6 +21,18 @@ pub fn home() -> anyhow::Result<PathBuf> {
     dirs::home_dir().ok_or_else(|| anyhow::anyhow!("cannot tell your home folder: set HOME"))
 }
 
+/// This machine's name, for naming a worker (`claude-code@laptop`); `localhost` if unknown.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if rc == 0 && !name.trim().is_empty() => name.trim().to_owned(),
+        _ => "localhost".to_owned(),
+    }
+}
+
 /// The local user name: `$USER`, else `$LOGNAME`, else `uid-<n>`.
 pub fn user_name() -> String {
     for var in ["USER", "LOGNAME"] {

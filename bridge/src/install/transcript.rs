@@ -23,6 +23,20 @@ pub struct Turn {
     pub model: Option<String>,
     /// Unix ms of the final reply row, when the transcript says.
     pub at: Option<i64>,
+    /// What the transcript says the turn cost, sent as the rollout's measurements.
+    pub measures: Measures,
+}
+
+/// A turn's cost as far as the transcript tells it; `None` where it does not.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Measures {
+    /// From the prompt's row to the turn's last row.
+    pub duration_s: Option<f64>,
+    /// Input plus output tokens of the turn's model calls (Claude Code's `usage`, each message
+    /// counted once), or the growth of Codex's running `total_tokens`.
+    pub tokens: Option<u64>,
+    /// Tool results marked `is_error` (Claude Code; Codex transcripts do not say).
+    pub errors: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -30,8 +44,19 @@ enum Event {
     Prompt {
         text: String,
         pos: String,
+        at: Option<i64>,
     },
     Tool,
+    /// A row's time, for the turn's duration.
+    Stamp(i64),
+    /// Claude Code: a model call's tokens; rows of one streamed message repeat its usage.
+    Usage {
+        message: Option<String>,
+        tokens: u64,
+    },
+    /// Codex: the session's running token total.
+    CodexTotal(u64),
+    ToolError,
     Text {
         text: String,
         at: Option<i64>,
@@ -140,6 +165,9 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
 
 fn row_events(row: &Value, offset: u64, out: &mut Vec<Event>) {
     let at = row["timestamp"].as_str().and_then(parse_rfc3339_ms);
+    if let Some(at) = at {
+        out.push(Event::Stamp(at));
+    }
     // Codex rollout rows.
     if let (Some(kind), Some(payload)) = (row["type"].as_str(), row.get("payload")) {
         let ptype = payload["type"].as_str().unwrap_or_default();
@@ -150,7 +178,13 @@ fn row_events(row: &Value, offset: u64, out: &mut Vec<Event>) {
                     out.push(Event::Prompt {
                         text: text.to_owned(),
                         pos: format!("@{offset}"),
+                        at,
                     });
+                }
+            }
+            ("event_msg", "token_count") => {
+                if let Some(total) = payload["info"]["total_token_usage"]["total_tokens"].as_u64() {
+                    out.push(Event::CodexTotal(total));
                 }
             }
             ("event_msg", "agent_message") => {
@@ -193,6 +227,13 @@ fn row_events(row: &Value, offset: u64, out: &mut Vec<Event>) {
                 .is_some_and(|parts| parts.iter().any(|p| p["type"] == "tool_result"));
             if has_tool_result || row.get("toolUseResult").is_some() {
                 out.push(Event::Tool);
+                let failed = content.as_array().map_or(0, |parts| {
+                    parts
+                        .iter()
+                        .filter(|p| p["type"] == "tool_result" && p["is_error"] == true)
+                        .count()
+                });
+                out.extend((0..failed).map(|_| Event::ToolError));
                 return;
             }
             let text = text_of(content);
@@ -201,10 +242,21 @@ fn row_events(row: &Value, offset: u64, out: &mut Vec<Event>) {
                     .as_str()
                     .map(str::to_owned)
                     .unwrap_or_else(|| format!("@{offset}"));
-                out.push(Event::Prompt { text, pos });
+                out.push(Event::Prompt { text, pos, at });
             }
         }
         Some("assistant") => {
+            let usage = &message["usage"];
+            if usage.is_object() {
+                let tokens = ["input_tokens", "output_tokens"]
+                    .iter()
+                    .filter_map(|k| usage[*k].as_u64())
+                    .sum();
+                out.push(Event::Usage {
+                    message: message["id"].as_str().map(str::to_owned),
+                    tokens,
+                });
+            }
             if content
                 .as_array()
                 .is_some_and(|parts| parts.iter().any(|p| p["type"] == "tool_use"))
@@ -293,7 +345,12 @@ pub fn last_turn(
     let p = events
         .iter()
         .rposition(|e| matches!(e, Event::Prompt { .. }))?;
-    let Event::Prompt { text: prompt, pos } = &events[p] else {
+    let Event::Prompt {
+        text: prompt,
+        pos,
+        at: prompt_at,
+    } = &events[p]
+    else {
         return None;
     };
     let (mut response, at, model) = final_reply(&events[p + 1..]);
@@ -329,7 +386,62 @@ pub fn last_turn(
         context: context.split_off(skip),
         model,
         at,
+        measures: measures(&events[..p], *prompt_at, &events[p + 1..]),
     })
+}
+
+/// The turn's cost from the events after its prompt (and, for Codex's running total, before).
+fn measures(before: &[Event], prompt_at: Option<i64>, after: &[Event]) -> Measures {
+    let last_stamp = after.iter().rev().find_map(|e| match e {
+        Event::Stamp(at) => Some(*at),
+        _ => None,
+    });
+    let duration_s = match (prompt_at, last_stamp) {
+        (Some(start), Some(end)) if end >= start => Some((end - start) as f64 / 1000.0),
+        _ => None,
+    };
+    let mut per_message = std::collections::HashMap::new();
+    let mut anonymous = 0u64;
+    let mut saw_usage = false;
+    for e in after {
+        if let Event::Usage { message, tokens } = e {
+            saw_usage = true;
+            match message {
+                Some(id) => {
+                    per_message.insert(id.as_str(), *tokens);
+                }
+                None => anonymous += tokens,
+            }
+        }
+    }
+    let codex_total = |events: &[Event]| {
+        events.iter().rev().find_map(|e| match e {
+            Event::CodexTotal(t) => Some(*t),
+            _ => None,
+        })
+    };
+    let tokens = if saw_usage {
+        Some(anonymous + per_message.values().sum::<u64>())
+    } else {
+        match (codex_total(before), codex_total(after)) {
+            (Some(start), Some(end)) => Some(end.saturating_sub(start)),
+            // The session's first turn: its running total is this turn's.
+            (None, Some(end)) if !before.iter().any(|e| matches!(e, Event::Prompt { .. })) => {
+                Some(end)
+            }
+            _ => None,
+        }
+    };
+    // Only Claude Code's rows (the ones with `usage`) mark failed tool results.
+    let errors = after
+        .iter()
+        .filter(|e| matches!(e, Event::ToolError))
+        .count() as u64;
+    Measures {
+        duration_s,
+        tokens,
+        errors: saw_usage.then_some(errors),
+    }
 }
 
 #[cfg(test)]
@@ -403,5 +515,54 @@ mod tests {
         assert!(last_turn(only_prompt.as_bytes(), 0, None, 12, 4096).is_none());
         let t = last_turn(only_prompt.as_bytes(), 0, Some("hello"), 12, 4096).unwrap();
         assert_eq!(t.response, "hello");
+    }
+
+    #[test]
+    fn claude_code_measures_count_each_message_once_and_failed_tools() {
+        let rows = [
+            r#"{"type":"user","uuid":"u0","timestamp":"2026-01-01T00:00:00Z","message":{"role":"user","content":"hi"}}"#,
+            r#"{"type":"assistant","timestamp":"2026-01-01T00:00:01Z","message":{"id":"m0","role":"assistant","content":[{"type":"text","text":"hello"}],"usage":{"input_tokens":7,"output_tokens":3}}}"#,
+            r#"{"type":"user","uuid":"u1","timestamp":"2026-01-01T00:01:00Z","message":{"role":"user","content":"Run the tests"}}"#,
+            r#"{"type":"assistant","timestamp":"2026-01-01T00:01:01Z","message":{"id":"m1","role":"assistant","content":[{"type":"text","text":"Running."}],"usage":{"input_tokens":100,"output_tokens":20}}}"#,
+            r#"{"type":"assistant","timestamp":"2026-01-01T00:01:02Z","message":{"id":"m1","role":"assistant","content":[{"type":"tool_use","id":"t1","name":"Bash","input":{}}],"usage":{"input_tokens":100,"output_tokens":20}}}"#,
+            r#"{"type":"user","timestamp":"2026-01-01T00:01:10Z","message":{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","is_error":true,"content":"exit 1"}]},"toolUseResult":{}}"#,
+            r#"{"type":"assistant","timestamp":"2026-01-01T00:01:15.500Z","message":{"id":"m2","role":"assistant","content":[{"type":"text","text":"One test fails."}],"usage":{"input_tokens":150,"output_tokens":30}}}"#,
+        ];
+        let turn = last_turn(rows.join("\n").as_bytes(), 0, None, 12, 4096).unwrap();
+        assert_eq!(turn.prompt, "Run the tests");
+        assert_eq!(
+            turn.measures,
+            Measures {
+                duration_s: Some(15.5),
+                tokens: Some(120 + 180),
+                errors: Some(1),
+            }
+        );
+    }
+
+    #[test]
+    fn codex_measures_come_from_the_running_token_total() {
+        let rows = [
+            r#"{"timestamp":"2026-01-01T00:00:00Z","type":"event_msg","payload":{"type":"user_message","message":"first"}}"#,
+            r#"{"timestamp":"2026-01-01T00:00:01Z","type":"response_item","payload":{"type":"message","role":"assistant","content":[{"type":"output_text","text":"one"}]}}"#,
+            r#"{"timestamp":"2026-01-01T00:00:01Z","type":"event_msg","payload":{"type":"token_count","info":{"total_token_usage":{"total_tokens":1000}}}}"#,
+            r#"{"timestamp":"2026-01-01T00:00:10Z","type":"event_msg","payload":{"type":"user_message","message":"second"}}"#,
+            r#"{"timestamp":"2026-01-01T00:00:14Z","type":"response_item","payload":{"type":"message","role":"assistant","content":[{"type":"output_text","text":"two"}]}}"#,
+            r#"{"timestamp":"2026-01-01T00:00:14Z","type":"event_msg","payload":{"type":"token_count","info":{"total_token_usage":{"total_tokens":1450}}}}"#,
+        ];
+        let turn = last_turn(rows.join("\n").as_bytes(), 0, None, 12, 4096).unwrap();
+        assert_eq!(turn.response, "two");
+        assert_eq!(
+            turn.measures,
+            Measures {
+                duration_s: Some(4.0),
+                tokens: Some(450),
+                errors: None,
+            }
+        );
+        // Without timestamps or totals, nothing is claimed.
+        let bare = r#"{"type":"user","message":{"role":"user","content":"hi"}}"#;
+        let t = last_turn(bare.as_bytes(), 0, Some("hello"), 12, 4096).unwrap();
+        assert_eq!(t.measures, Measures::default());
     }
 }
