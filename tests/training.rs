@@ -81,7 +81,10 @@ fn rlclaw_train_promotes_a_new_adapter_and_the_bridge_counts_its_ratings_as_trai
     );
     let outcome: Value = serde_json::from_slice(&out.stdout).expect("JSON outcome");
     assert_eq!(outcome["version"], "v1");
-    assert_eq!(outcome["samples"], 6);
+    // t5 is a held-out turn: it only checks new versions and is never trained on.
+    assert_eq!(outcome["samples"], 5);
+    assert_eq!(outcome["held_out_new"], 1);
+    assert_eq!(outcome["promoted"], true, "{outcome}");
 
     let s = status(&c);
     assert_eq!(s["adapter"], "v1");
