@@ -427,6 +427,19 @@ struct Tensor {
     name: String,
     shape: Vec<usize>,
     data: Vec<f32>,
+    /// Stored as f16 rather than f32.
+    half: bool,
+}
+
+/// An f32 as IEEE half-precision bits (round toward zero; tiny values flush to zero).
+fn f16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
+    if exp <= 0 {
+        return sign;
+    }
+    sign | ((exp.min(30) as u16) << 10) | ((b & 0x7f_ffff) >> 13) as u16
 }
 
 fn values(n: usize, scale: f32, seed: &mut u64) -> Vec<f32> {
@@ -464,11 +477,13 @@ fn lora_tensors_for(
                 name: key("A"),
                 shape: vec![r, *i],
                 data: values(r * i, scale, &mut seed),
+                half: false,
             });
             out.push(Tensor {
                 name: key("B"),
                 shape: vec![*o, r],
                 data: values(o * r, scale, &mut seed),
+                half: false,
             });
         }
     }
@@ -507,7 +522,8 @@ fn write_adapter(dir: &Path, config: &Value, tensors: Option<&[Tensor]>) -> &'st
         let spec = json!({
             "config": config,
             "tensors": tensors.map(|ts| ts.iter().map(|t| json!({
-                "name": t.name, "shape": t.shape, "dtype": "float32", "data": t.data,
+                "name": t.name, "shape": t.shape, "data": t.data,
+                "dtype": if t.half { "float16" } else { "float32" },
             })).collect::<Vec<_>>()),
         });
         let spec_path = dir.with_extension("spec.json");
@@ -544,11 +560,16 @@ fn write_safetensors(path: &Path, tensors: &[Tensor]) {
     for t in tensors {
         let start = data.len();
         for v in &t.data {
-            data.extend_from_slice(&v.to_le_bytes());
+            if t.half {
+                data.extend_from_slice(&f16_bits(*v).to_le_bytes());
+            } else {
+                data.extend_from_slice(&v.to_le_bytes());
+            }
         }
+        let dtype = if t.half { "F16" } else { "F32" };
         header.insert(
             t.name.clone(),
-            json!({"dtype": "F32", "shape": t.shape, "data_offsets": [start, data.len()]}),
+            json!({"dtype": dtype, "shape": t.shape, "data_offsets": [start, data.len()]}),
         );
     }
     let mut h = serde_json::to_vec(&Value::Object(header)).unwrap();
@@ -574,11 +595,15 @@ fn an_imported_peft_adapter_is_checked_gated_and_served_like_a_trained_one() {
     let bridge = Bridge::start(&config(&model, ""));
     let c = bridge.client();
     let adapter = tmp.join("peft-qv");
-    // PEFT's default for Llama: q_proj and v_proj only.
+    // PEFT's default for Llama: q_proj and v_proj only; B saved in half precision.
+    let mut tensors = lora_tensors(4, &["q_proj", "v_proj"], 2, 0.05);
+    for t in tensors.iter_mut().filter(|t| t.name.contains("lora_B")) {
+        t.half = true;
+    }
     let how = write_adapter(
         &adapter,
         &peft_config(4, &["v_proj", "q_proj"], Some("rlclaw-tiny-llama")),
-        Some(&lora_tensors(4, &["q_proj", "v_proj"], 2, 0.05)),
+        Some(&tensors),
     );
     eprintln!("adapter written with {how}");
 
@@ -597,6 +622,7 @@ fn an_imported_peft_adapter_is_checked_gated_and_served_like_a_trained_one() {
         json!(["q_proj", "v_proj"])
     );
     assert_eq!(outcome["imported"]["layers_trained"], 2);
+    assert_eq!(outcome["imported"]["dtype"], "F32+F16");
     assert_eq!(
         outcome["imported"]["base_model_name_or_path"],
         "rlclaw-tiny-llama"
@@ -628,14 +654,17 @@ fn an_imported_peft_adapter_is_checked_gated_and_served_like_a_trained_one() {
 
     // A second import is gated against v1 and on the held-out ratings that have come in since.
     rate_turns(&c, 40);
+    // Rank-stabilised: scaled by alpha/√r, stored here as a plain LoRA with alpha·√r.
     let again = tmp.join("peft-qkvo");
+    let mut rslora = peft_config(
+        8,
+        &["q_proj", "k_proj", "v_proj", "o_proj"],
+        Some("HuggingFaceTB/rlclaw-tiny-llama"),
+    );
+    rslora["use_rslora"] = json!(true);
     write_adapter(
         &again,
-        &peft_config(
-            8,
-            &["q_proj", "k_proj", "v_proj", "o_proj"],
-            Some("HuggingFaceTB/rlclaw-tiny-llama"),
-        ),
+        &rslora,
         Some(&lora_tensors(
             8,
             &["q_proj", "k_proj", "v_proj", "o_proj"],
@@ -650,6 +679,9 @@ fn an_imported_peft_adapter_is_checked_gated_and_served_like_a_trained_one() {
     assert_eq!(outcome["compared_with"], "v1");
     assert_eq!(outcome["gate"]["held_out_turns"], 4);
     assert_eq!(outcome["gate"]["drift_only"], false);
+    assert_eq!(outcome["imported"]["use_rslora"], true);
+    let (w, _) = LoraWeights::read_peft(&store(&bridge).get("v2").unwrap().path).unwrap();
+    assert!((w.alpha - 16.0 * 8f64.sqrt()).abs() < 1e-9, "{}", w.alpha);
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
@@ -723,6 +755,7 @@ fn a_mismatched_adapter_is_refused_with_a_clear_error_and_changes_nothing() {
         name: "base_model.model.lm_head.weight".into(),
         shape: vec![4],
         data: vec![0.0; 4],
+        half: false,
     });
     let mut missing_b = fine();
     missing_b.retain(|t| !t.name.ends_with("layers.1.self_attn.v_proj.lora_B.weight"));
