@@ -130,7 +130,7 @@ fn store(bridge: &Bridge) -> AdapterStore {
 fn held_out_turns_are_never_trained_on_and_only_check_new_versions() {
     let tmp = scratch("heldout");
     let model = tiny_model(&tmp);
-    let bridge = Bridge::start(&config(&model, ""));
+    let bridge = Bridge::start(&config(&model, "admins = [\"42\"]"));
     let c = bridge.client();
     let held = rate_turns(&c, 40);
     assert_eq!(held, ["t5", "t20", "t27", "t28"], "the choice is stable");
@@ -196,6 +196,11 @@ fn held_out_turns_are_never_trained_on_and_only_check_new_versions() {
     // A run with only held-out ratings waiting trains nothing and says why.
     turn(&c, "t87", true, false);
     assert!(is_held_out("t87"));
+    let reply = chat(&c, "train1", "train", "42", &[]);
+    assert_eq!(
+        reply["text"],
+        "Nothing new to train on yet (1 new on held-out turns, which only check new versions): rate a few replies first."
+    );
     let out = rlclaw(bridge.data_dir(), &["train"]);
     assert!(!out.status.success());
     assert!(

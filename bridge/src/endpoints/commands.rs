@@ -190,13 +190,23 @@ fn set_paused(ctx: &mut Ctx, paused: bool) -> Result<String, OpError> {
 }
 
 fn queue_training(ctx: &mut Ctx) -> Result<String, OpError> {
-    let untrained = ctx.state.counts.untrained;
-    if untrained == 0 {
-        return Ok("Nothing new to train on yet: rate a few replies first.".into());
+    // Ratings on held-out turns only check new versions; they alone give a run nothing to do.
+    let pending = crate::training::gate::pending(ctx.tx)?;
+    if pending.to_train == 0 {
+        let held = match pending.held_out {
+            0 => String::new(),
+            n => format!(" ({n} new on held-out turns, which only check new versions)"),
+        };
+        return Ok(format!(
+            "Nothing new to train on yet{held}: rate a few replies first."
+        ));
     }
     ctx.tx
         .execute("UPDATE training SET queued = 1 WHERE id = 1", [])?;
-    Ok(format!("Training queued on {untrained} new ratings."))
+    Ok(format!(
+        "Training queued on {} new ratings.",
+        pending.to_train
+    ))
 }
 
 /// The first `max` characters of a text, on one line.
