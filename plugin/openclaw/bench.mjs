@@ -5,8 +5,11 @@
 // Three figures per kind, in µs (min / median / p99):
 //   component  the component's handle() called in this thread (the guest's own cost, jco glue);
 //   shim       the hook handler as OpenClaw calls it: payload → event → postMessage to the
-//              component's worker (what the gateway's event loop pays; the hook returns then);
+//              component's worker (what the gateway's event loop pays; the hook returns then;
+//              for a command, until the handler returns its promise);
 //   round trip that plus the worker running the component and its answer coming back.
+// And, with rating polls on (pollChannels), what before_dispatch adds to every inbound message:
+// the gateway awaits it, and it waits for the component's answer on that message.
 // No bridge is involved: the configured bridge URL is a closed loopback port and requests are
 // answered with status 0 by a stub fetch, so the figures are the shim's and the component's.
 import { performance } from "node:perf_hooks";
@@ -26,7 +29,7 @@ function stats(xs) {
 }
 
 const place = (i) => ({ channel: "telegram", account: "default", chat: String(1000 + (i % 50)), session: `agent:main:telegram:direct:${1000 + (i % 50)}` });
-const config = { keyHex: KEY, raters: [], emojiPreset: "binary", emojiOverrides: [], contextMessages: 12, messageBytes: 4096 };
+const config = { keyHex: KEY, raters: [], emojiPreset: "binary", emojiOverrides: [], contextMessages: 12, messageBytes: 4096, pollChannels: [] };
 
 // 1. The component alone, in this thread.
 const c = await loadInline();
@@ -79,15 +82,42 @@ for (let i = 0; i < N; i++) {
   // component answers at once that the rating waits).
   if (i % 10 === 0) {
     t = performance.now();
-    await shim.command("rl", { channel: "telegram", senderId: chat, sessionKey: ctx.sessionKey, to: `telegram:${chat}`, args: "status" });
+    const c = shim.command("rl", { channel: "telegram", senderId: chat, sessionKey: ctx.sessionKey, to: `telegram:${chat}`, args: "status" });
+    sync.command.push((performance.now() - t) * 1000);
+    await c;
     trip.command.push((performance.now() - t) * 1000);
   }
   await shim.settle();
 }
 await shim.stop();
 
+// 3. Rating polls on: message_received, then before_dispatch awaited on the same message.
+const pollShim = new Shim({
+  config: { bridgeUrl: "http://127.0.0.1:9", key: KEY, feedbackMode: "slash_reactions_prompt", pollChannels: ["telegram"] },
+  logger: { debug() {}, info() {}, warn() {}, error() {} },
+  host: new ComponentHost({ onLog: () => {} }),
+  fetch: async () => { throw new Error("no bridge in the bench"); },
+  outbound: { sendPoll: async () => ({}) },
+  tickMs: 3_600_000,
+});
+pollShim.start();
+await pollShim.settle();
+const dispatch = [];
+for (let i = 0; i < N; i++) {
+  const chat = String(1000 + (i % 50));
+  const ctx = { channelId: "telegram", accountId: "default", conversationId: `telegram:${chat}`, sessionKey: `agent:main:telegram:direct:${chat}` };
+  pollShim.onMessageReceived({ from: `telegram:${chat}`, content: PROMPT, messageId: String(2 * i), senderId: chat }, { ...ctx, senderId: chat });
+  const t = performance.now();
+  await pollShim.onBeforeDispatch({ messageId: String(2 * i), channel: "telegram", content: PROMPT }, { ...ctx, messageId: String(2 * i) });
+  dispatch.push((performance.now() - t) * 1000);
+  pollShim.onMessageSent({ to: `telegram:${chat}`, content: REPLY, success: true, messageId: String(2 * i + 1) }, ctx);
+  await pollShim.settle();
+}
+await pollShim.stop();
+
 console.log(`node ${process.version}, ${N} events of each kind (commands through the shim: ${trip.command.length}); µs: min / median / p99`);
 console.log(`${"".padEnd(28)}${"min".padStart(7)} ${"median".padStart(7)} ${"p99".padStart(8)}`);
 for (const k of ["inbound", "outbound", "command"]) console.log(`component  ${k.padEnd(17)}${stats(direct[k])}`);
-for (const k of ["inbound", "outbound"]) console.log(`shim       ${k.padEnd(17)}${stats(sync[k])}`);
+for (const k of ["inbound", "outbound", "command"]) console.log(`shim       ${k.padEnd(17)}${stats(sync[k])}`);
 for (const k of ["inbound", "outbound", "command"]) console.log(`round trip ${k.padEnd(17)}${stats(trip[k])}`);
+console.log(`polls on   ${"before_dispatch".padEnd(17)}${stats(dispatch)}`);
