@@ -165,8 +165,8 @@ fn an_admins_train_command_queues_a_run_that_the_daemon_performs() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let s = status(&c);
-        if s["training"]["last_run"]["outcome"] == "ok" {
-            assert_eq!(s["adapter"], "v1");
+        // The run is recorded first, then its version serves: wait for both.
+        if s["training"]["last_run"]["outcome"] == "ok" && s["adapter"] == "v1" {
             assert_eq!(s["counts"]["untrained"], 0);
             break;
         }
