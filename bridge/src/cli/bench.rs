@@ -91,7 +91,7 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
                     .ok()
                     .and_then(|s| s.trim().parse().ok())
             });
-            (addr, Auth::Signed(dir.load_key()?), pid)
+            (addr, Auth::Signed(Box::new(dir.load_key()?)), pid)
         }
         Peer::Reinforceclaw => {
             let secret = args.peer_secret.clone().context(
@@ -117,7 +117,7 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
 }
 
 enum Auth {
-    Signed(Key),
+    Signed(Box<Key>),
     Secret(String),
 }
 
@@ -159,7 +159,7 @@ fn iteration(
                     "event_id": format!("bench-{conn}-{i}-{}", crate::now_ms()),
                     "target": {"turn_id": pool[(i as usize) % pool.len()]},
                     "rater": format!("u{conn}"),
-                    "value": if i % 2 == 0 { 1.0 } else { -1.0 },
+                    "value": if i.is_multiple_of(2) { 1.0 } else { -1.0 },
                     "source": "command",
                 }),
             }],
@@ -227,9 +227,11 @@ impl Conn {
 fn build(auth: &Auth, addr: SocketAddr, call: &Call) -> Result<Request<Full<Bytes>>> {
     let body = call.body.to_string().into_bytes();
     match auth {
-        Auth::Signed(key) => {
-            crate::client::Signer::new(addr, key.clone()).sign(call.method.clone(), call.path, body)
-        }
+        Auth::Signed(key) => crate::client::Signer::new(addr, (**key).clone()).sign(
+            call.method.clone(),
+            call.path,
+            body,
+        ),
         Auth::Secret(secret) => Ok(Request::builder()
             .method(call.method.clone())
             .uri(call.path)
@@ -274,7 +276,7 @@ async fn ingest(
     // Ratings need turns to rate: capture a pool first (not measured).
     let mut pool: Vec<Vec<String>> = Vec::new();
     if let (Auth::Signed(key), Workload::Ratings) = (&*auth, args.workload) {
-        let mut client = Client::connect(addr, key.clone()).await?;
+        let mut client = Client::connect(addr, (**key).clone()).await?;
         let stamp = crate::now_ms();
         for c in 0..args.connections {
             pool.push(Vec::new());

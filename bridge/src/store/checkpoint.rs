@@ -27,11 +27,7 @@ pub fn run(path: &Path, stop: Receiver<()>) {
             return;
         }
     };
-    loop {
-        match stop.recv_timeout(EVERY) {
-            Err(RecvTimeoutError::Timeout) | Ok(()) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
+    while let Ok(()) | Err(RecvTimeoutError::Timeout) = stop.recv_timeout(EVERY) {
         match checkpoint(&conn, "PASSIVE") {
             Ok(frames) if frames > RESTART_AFTER_FRAMES => {
                 if let Err(e) = checkpoint(&conn, "RESTART") {
