@@ -47,7 +47,7 @@ fn rate_until(
             while !stop.load(Ordering::Relaxed) {
                 let event = format!("e{w}-{i}");
                 let body = json!({"event_id": event, "target": {"turn_id": format!("t{w}-{}", i % TURNS_PER_WRITER)},
-                                  "rater": format!("u{w}"), "value": if i % 2 == 0 { 1.0 } else { -1.0 },
+                                  "rater": format!("u{w}"), "value": if i.is_multiple_of(2) { 1.0 } else { -1.0 },
                                   "source": "command"});
                 let p = c.prepare("POST", "/v1/ratings", body.to_string().as_bytes());
                 match rlclaw_tests::http::send(
