@@ -12,6 +12,10 @@
 // the gateway awaits it, and it waits for the component's answer on that message.
 // No bridge is involved: the configured bridge URL is a closed loopback port and requests are
 // answered with status 0 by a stub fetch, so the figures are the shim's and the component's.
+// Last, what one request to the bridge costs on top (once per captured turn or rating): the
+// shim's real fetch of a 4 KB body to a loopback HTTP server that answers at once, and the
+// answer fed back to the component.
+import http from "node:http";
 import { performance } from "node:perf_hooks";
 
 import { ComponentHost, envelope, loadInline } from "./lib/component.js";
@@ -115,9 +119,38 @@ for (let i = 0; i < N; i++) {
 }
 await pollShim.stop();
 
+// 4. One request to a loopback server through the shim's fetch, its answer fed back.
+const server = http.createServer((req, res) => {
+  req.resume();
+  req.on("end", () => {
+    res.writeHead(201, { "content-type": "application/json" });
+    res.end("{}");
+  });
+});
+await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const reqShim = new Shim({
+  config: { bridgeUrl: `http://127.0.0.1:${server.address().port}`, key: KEY },
+  logger: { debug() {}, info() {}, warn() {}, error() {} },
+  host: new ComponentHost({ onLog: () => {} }),
+  tickMs: 3_600_000,
+});
+reqShim.start();
+await reqShim.settle();
+const body = new TextEncoder().encode(JSON.stringify({ prompt: PROMPT, response: REPLY.repeat(16) }));
+const requests = [];
+for (let i = 0; i < Math.min(N, 1000); i++) {
+  const headers = [["x-rlclaw-timestamp", "1"], ["x-rlclaw-nonce", "00"], ["x-rlclaw-signature", "00"]];
+  const t = performance.now();
+  await reqShim.request({ id: BigInt(i + 1), method: "POST", path: "/v1/turns", headers, body });
+  requests.push((performance.now() - t) * 1000);
+}
+await reqShim.stop();
+server.close();
+
 console.log(`node ${process.version}, ${N} events of each kind (commands through the shim: ${trip.command.length}); µs: min / median / p99`);
 console.log(`${"".padEnd(28)}${"min".padStart(7)} ${"median".padStart(7)} ${"p99".padStart(8)}`);
 for (const k of ["inbound", "outbound", "command"]) console.log(`component  ${k.padEnd(17)}${stats(direct[k])}`);
 for (const k of ["inbound", "outbound", "command"]) console.log(`shim       ${k.padEnd(17)}${stats(sync[k])}`);
 for (const k of ["inbound", "outbound", "command"]) console.log(`round trip ${k.padEnd(17)}${stats(trip[k])}`);
 console.log(`polls on   ${"before_dispatch".padEnd(17)}${stats(dispatch)}`);
+console.log(`bridge     ${"request (4 KB)".padEnd(17)}${stats(requests)}`);
