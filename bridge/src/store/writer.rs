@@ -79,10 +79,6 @@ impl Store {
         control: Arc<dyn TrainingControl>,
     ) -> anyhow::Result<(Store, WriterHandle)> {
         let conn = super::open_rw(path)
-            .and_then(|conn| {
-                conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-                Ok(conn)
-            })
             .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
         let counts = Counts::load(&conn)?;
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
