@@ -175,13 +175,12 @@ fn an_outside_reader_every_100_ms_causes_no_errors_and_no_loss() {
 }
 
 #[test]
-fn the_wal_is_copied_back_in_the_background_and_emptied_at_shutdown() {
+fn a_stopped_bridge_leaves_every_rating_in_the_database_and_no_wal() {
     let mut bridge = Bridge::start("");
     let c = bridge.client();
     capture_turns(&c);
     let db = bridge.db_path();
     let wal = std::path::PathBuf::from(format!("{}-wal", db.display()));
-    let db_bytes_before = std::fs::metadata(&db).expect("the database exists").len();
     for i in 0..400 {
         let r = c.post(
             "/v1/ratings",
@@ -189,16 +188,6 @@ fn the_wal_is_copied_back_in_the_background_and_emptied_at_shutdown() {
                    "rater": format!("u{}", i % WRITERS), "value": 1.0, "source": "command"}),
         );
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    }
-    // The checkpoint thread runs every half second; the writer never copies the WAL itself.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0) <= db_bytes_before {
-        assert!(
-            Instant::now() < deadline,
-            "nothing was checkpointed into {} within 10 s",
-            db.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
     let status = bridge.terminate(Duration::from_secs(10));
     assert!(

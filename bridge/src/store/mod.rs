@@ -2,7 +2,6 @@
 //! thread that commits requests arriving together in one transaction (group commit), so an
 //! acknowledged request is on disk and throughput follows the disk's commit rate.
 
-mod checkpoint;
 mod counts;
 mod schema;
 mod writer;

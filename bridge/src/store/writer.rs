@@ -86,24 +86,10 @@ impl Store {
             counts,
             ..WriterState::default()
         };
-        let (stop_checkpoints, stopped) = std::sync::mpsc::channel::<()>();
-        let db = path.to_path_buf();
-        let checkpointer = std::thread::Builder::new()
-            .name("rlclaw-checkpoint".into())
-            .spawn(move || super::checkpoint::run(&db, stopped))?;
         let thread = std::thread::Builder::new()
             .name("rlclaw-writer".into())
-            .spawn(move || {
-                run(conn, rx, state, config, control);
-                drop(stop_checkpoints);
-            })?;
-        Ok((
-            Store { jobs },
-            WriterHandle {
-                thread,
-                checkpointer,
-            },
-        ))
+            .spawn(move || run(conn, rx, state, config, control))?;
+        Ok((Store { jobs }, WriterHandle { thread }))
     }
 
     /// Sends a job and waits for its answer.
@@ -122,13 +108,11 @@ impl Store {
 /// Joins the writer once every `Store` handle is gone and the queue is drained.
 pub struct WriterHandle {
     thread: std::thread::JoinHandle<()>,
-    checkpointer: std::thread::JoinHandle<()>,
 }
 
 impl WriterHandle {
     pub fn join(self) {
         let _ = self.thread.join();
-        let _ = self.checkpointer.join();
     }
 }
 
