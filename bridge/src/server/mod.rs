@@ -72,40 +72,17 @@ async fn accept_loop(listener: Listener, app: Arc<App>, mut stop: watch::Receive
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let service = service_fn(move |req| request::handle(req, app.clone()));
-                match &listener.tls {
-                    None => {
-                        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                        let conn = graceful.watch(conn);
-                        tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::debug!("connection from {peer} ended: {e}");
-                            }
-                        });
+                let (app, tls, watcher) = (app.clone(), listener.tls.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    match tls {
+                        None => serve_connection(stream, app, watcher, peer).await,
+                        Some(tls) => match tokio::time::timeout(HANDSHAKE, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => serve_connection(stream, app, watcher, peer).await,
+                            Ok(Err(e)) => tracing::debug!("TLS handshake with {peer} failed: {e}"),
+                            Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
+                        },
                     }
-                    Some(tls) => {
-                        let tls = tls.clone();
-                        let watcher = graceful.watcher();
-                        tokio::spawn(async move {
-                            let stream = match tokio::time::timeout(HANDSHAKE, tls.accept(stream)).await {
-                                Ok(Ok(stream)) => stream,
-                                Ok(Err(e)) => {
-                                    tracing::debug!("TLS handshake with {peer} failed: {e}");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!("TLS handshake with {peer} timed out");
-                                    return;
-                                }
-                            };
-                            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                            if let Err(e) = watcher.watch(conn).await {
-                                tracing::debug!("TLS connection from {peer} ended: {e}");
-                            }
-                        });
-                    }
-                }
+                });
             }
             _ = stop.changed() => break,
         }
@@ -116,6 +93,22 @@ async fn accept_loop(listener: Listener, app: Arc<App>, mut stop: watch::Receive
         .is_err()
     {
         tracing::warn!("some connections did not finish within {DRAIN:?}");
+    }
+}
+
+/// HTTP/1.1 on one accepted connection, plain or TLS, until it closes or the drain ends it.
+async fn serve_connection<IO>(
+    io: IO,
+    app: Arc<App>,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: SocketAddr,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| request::handle(req, app.clone()));
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!("connection from {peer} ended: {e}");
     }
 }
 
