@@ -174,56 +174,36 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 /// A SHA-256 based deterministic random bit generator, reseeded with the entropy that comes
 /// with every event. Its output names nonces; it never leaves the component otherwise.
 ///
-/// Entropy is folded into a pool as it arrives (cheap, on every event) and hashed into the
-/// state when the next output is drawn, so events that send nothing pay no hashing.
+/// Entropy is XOR-folded into a 128-bit accumulator as it arrives (cheap, on every event) and
+/// hashed with the state when the next output is drawn, so a nonce costs exactly one SHA-256
+/// block (it was five). Nonces are public (they travel in a header), so the digest may seed the
+/// next state although half of it is shown: the other half keeps the next output unpredictable.
 #[derive(Clone, Debug, Default)]
 pub struct Drbg {
     state: [u8; 32],
-    pool: Vec<u8>,
-    counter: u64,
+    acc: u128,
 }
-
-/// The pool is hashed down to the state once it holds this many bytes.
-const POOL_MAX: usize = 256;
 
 impl Drbg {
     pub fn reseed(&mut self, entropy: &[u8], now_ms: u64) {
-        self.pool.extend_from_slice(&now_ms.to_le_bytes());
-        self.pool
-            .extend_from_slice(&(entropy.len() as u64).to_le_bytes());
-        self.pool
-            .extend_from_slice(&entropy[..entropy.len().min(POOL_MAX)]);
-        if self.pool.len() >= POOL_MAX {
-            self.absorb();
+        // Rotating before each fold keeps repeated entropy from cancelling itself out.
+        self.acc = self.acc.rotate_left(29) ^ u128::from(now_ms);
+        for chunk in entropy.chunks(16) {
+            let mut word = [0u8; 16];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.acc = self.acc.rotate_left(29) ^ u128::from_le_bytes(word);
         }
     }
 
-    fn absorb(&mut self) {
-        if self.pool.is_empty() {
-            return;
-        }
+    fn next_block(&mut self) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update(b"rlclaw-drbg-reseed");
+        // 7 + 32 + 16 = 55 bytes: the most that SHA-256 pads into a single block.
+        h.update(b"rlc-rng");
         h.update(self.state);
-        h.update(&self.pool);
-        self.state = h.finalize().into();
-        self.pool.clear();
-    }
-
-    pub fn next_block(&mut self) -> [u8; 32] {
-        self.absorb();
-        self.counter = self.counter.wrapping_add(1);
-        let mut h = Sha256::new();
-        h.update(b"rlclaw-drbg-out");
-        h.update(self.state);
-        h.update(self.counter.to_le_bytes());
+        h.update(self.acc.to_le_bytes());
         let out: [u8; 32] = h.finalize().into();
-        // ratchet, so an exposed state does not reveal earlier nonces
-        let mut r = Sha256::new();
-        r.update(b"rlclaw-drbg-next");
-        r.update(self.state);
-        r.update(out);
-        self.state = r.finalize().into();
+        self.state = out;
+        self.acc = 0;
         out
     }
 
@@ -336,5 +316,11 @@ mod tests {
         let mut e = Drbg::default();
         e.reseed(&[8; 16], 1);
         assert_ne!(e.nonce(), a);
+        // Entropy that repeats from event to event still changes the output.
+        let (mut f, mut g) = (Drbg::default(), Drbg::default());
+        f.reseed(&[9; 16], 5);
+        f.reseed(&[9; 16], 5);
+        g.reseed(&[9; 16], 5);
+        assert_ne!(f.nonce(), g.nonce());
     }
 }

@@ -57,8 +57,9 @@ fn answer(key: &[u8], req: &wit::BridgeRequest, now_s: u64) -> wit::BridgeRespon
 struct Bench {
     host: PluginHost,
     key: Vec<u8>,
-    /// (kind, nanoseconds) per handle call
-    samples: Vec<(&'static str, u64)>,
+    /// (kind, nanoseconds, fuel) per handle call. Fuel counts the wasm instructions run, so it
+    /// tells a change's effect without the machine's noise.
+    samples: Vec<(&'static str, u64, u64)>,
     record: bool,
     errors: Vec<String>,
 }
@@ -71,7 +72,7 @@ impl Bench {
             let effects = self.host.call(&ev).expect("handle");
             let ns = t.elapsed().as_nanos() as u64;
             if self.record {
-                self.samples.push((kind, ns));
+                self.samples.push((kind, ns, self.host.fuel_used()));
             }
             for fx in effects {
                 match fx {
@@ -92,19 +93,21 @@ impl Bench {
     }
 }
 
-fn stats(label: &str, v: &mut [u64]) {
+fn stats(label: &str, v: &mut [u64], fuel: &mut [u64]) {
     if v.is_empty() {
         return;
     }
     v.sort_unstable();
+    fuel.sort_unstable();
     let p = |q: f64| v[((v.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
     println!(
-        "{label:<16} n={:>6}  min {:>6.2} µs  median {:>6.2} µs  p90 {:>6.2} µs  p99 {:>7.2} µs",
+        "{label:<16} n={:>6}  min {:>6.2} µs  median {:>6.2} µs  p90 {:>6.2} µs  p99 {:>7.2} µs  fuel median {:>6}",
         v.len(),
         v[0] as f64 / 1000.0,
         p(0.5),
         p(0.9),
-        p(0.99)
+        p(0.99),
+        fuel[fuel.len() / 2]
     );
 }
 
@@ -173,9 +176,10 @@ fn main() {
         b.host.advance(3_000);
         b.event("tick", wit::Event::Tick);
     }
-    let mut all: Vec<u64> = b.samples.iter().map(|(_, ns)| *ns).collect();
+    let mut all: Vec<u64> = b.samples.iter().map(|s| s.1).collect();
+    let mut all_fuel: Vec<u64> = b.samples.iter().map(|s| s.2).collect();
     println!("per plugin event (wasmtime 48, release, fuel + memory limits on):");
-    stats("all events", &mut all);
+    stats("all events", &mut all, &mut all_fuel);
     for kind in [
         "inbound",
         "outbound",
@@ -184,13 +188,10 @@ fn main() {
         "tick",
         "bridge-response",
     ] {
-        let mut v: Vec<u64> = b
-            .samples
-            .iter()
-            .filter(|(k, _)| *k == kind)
-            .map(|(_, ns)| *ns)
-            .collect();
-        stats(kind, &mut v);
+        let of_kind = || b.samples.iter().filter(|s| s.0 == kind);
+        let mut v: Vec<u64> = of_kind().map(|s| s.1).collect();
+        let mut fuel: Vec<u64> = of_kind().map(|s| s.2).collect();
+        stats(kind, &mut v, &mut fuel);
     }
     assert!(b.errors.is_empty(), "{:?}", b.errors);
 }
