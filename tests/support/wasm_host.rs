@@ -43,6 +43,9 @@ pub fn engine_and_component() -> &'static (Engine, Component) {
         let mut config = wasmtime::Config::new();
         config.consume_fuel(true);
         config.max_wasm_stack(512 << 10);
+        if std::env::var_os("RLCLAW_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).expect("wasmtime engine");
         let component = load_component(&engine);
         (engine, component)
