@@ -12,12 +12,14 @@ pub mod device_ops;
 pub mod error;
 pub mod eval;
 pub mod fused;
+pub mod hint;
 pub mod import;
 pub mod lora;
 pub mod model;
 pub mod objective;
 pub mod ops;
 pub mod optim;
+pub mod peer;
 pub mod preset;
 pub mod tiny;
 pub mod train;
@@ -28,10 +30,12 @@ pub use decoder::{Decoder, Kernels};
 pub use device::{DEVICE_ENV, DeviceChoice};
 pub use error::{Result, TrainerError};
 pub use eval::{GatePolicy, GateReport, HoldReason, Verdict, is_held_out};
+pub use hint::usable_hint;
 pub use import::{FitError, ForeignAdapter, ForeignInfo, read_foreign_adapter};
 pub use lora::LoraSet;
 pub use model::{Arch, ChatMessage, ChatTemplate, LoadedModel, ModelConfig, ModelSource};
 pub use objective::{Baseline, ObjectiveParams};
+pub use peer::ObjectiveVariant;
 pub use preset::{HyperParams, ModelKind, ModelProfile, Preset, SizeBucket};
 pub use train::{
     EncodedSample, Progress, Sample, TrainMetrics, TrainReport, TrainRequest, encode_sample, train,

@@ -6,9 +6,9 @@
 //!   model (decay 0.99), read before the sample and updated after it ([`Baseline`]). No
 //!   per-batch z-score: that would erase the baseline.
 //! * with a hint (the reason given with a bad rating), a token-level on-policy-distillation
-//!   term: `A_t = A + w · clip(ℓ_teacher,t − ℓ_ref,t, −C, C)`, where the teacher is the frozen
-//!   base conditioned on the hint and `ℓ_ref` the frozen base without it. Subtracting the base
-//!   (not the behaviour adapter) isolates what the hint changes.
+//!   term: `A_t = A + w · clip(ℓ_teacher,t − ℓ_beh,t, −C, C)`, where the teacher is the same
+//!   model (base plus the behaviour adapter) with the hint added to its context and the student
+//!   `ℓ_beh` is that model without it: the difference is exactly what the hint changes.
 //! * per-token ratio `ρ_t = exp(ℓ_θ,t − ℓ_beh,t)` against the behaviour policy, PPO-style
 //!   surrogate `actor = −mean_t min(ρ_t A_t, clip(ρ_t, 0.5, 2.0) A_t)`.
 //! * drift filter on the geometric-mean ratio against the frozen base,
@@ -58,21 +58,22 @@ pub fn advantages(rewards: &[f64], baseline: Baseline, decay: f64) -> Result<(Ve
     Ok((out, b))
 }
 
-/// Per-token advantages: the sample's advantage plus the clipped hint-teacher difference.
+/// Per-token advantages: the sample's advantage plus the clipped difference between the
+/// hint-conditioned teacher and the student (the behaviour policy's log-probs).
 pub fn token_advantages(
     advantage: f64,
     teacher: Option<&[f32]>,
-    reference: &[f32],
+    student: &[f32],
     opd_clip: f64,
     opd_weight: f64,
 ) -> Vec<f64> {
     match teacher {
-        None => vec![advantage; reference.len()],
+        None => vec![advantage; student.len()],
         Some(t) => t
             .iter()
-            .zip(reference)
-            .map(|(&lt, &lr)| {
-                advantage + opd_weight * (lt as f64 - lr as f64).clamp(-opd_clip, opd_clip)
+            .zip(student)
+            .map(|(&lt, &ls)| {
+                advantage + opd_weight * (lt as f64 - ls as f64).clamp(-opd_clip, opd_clip)
             })
             .collect(),
     }

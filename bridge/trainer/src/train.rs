@@ -12,10 +12,12 @@ use crate::adapter::LoraWeights;
 use crate::decoder::Decoder;
 use crate::device::DeviceChoice;
 use crate::error::{Result, TensorContext, TrainerError};
+use crate::hint::usable_hint;
 use crate::lora::{LoraSet, SplitMix64};
 use crate::model::{ChatMessage, LoadedModel, ModelSource};
 use crate::objective::{Baseline, advantages, sample_loss, token_advantages};
 use crate::optim::AdamW;
+use crate::peer::{self, ObjectiveVariant, PeerParams};
 use crate::preset::{HyperParams, ModelProfile, Preset};
 
 /// One rated reply.
@@ -30,7 +32,8 @@ pub struct Sample {
     pub response: String,
     /// In [-1, 1].
     pub reward: f32,
-    /// The reason given with a bad rating ("too long"), used as a hint for the teacher.
+    /// The reason given with a bad rating ("too long"), used as a hint for the teacher when
+    /// [`usable_hint`] accepts it.
     pub hint: Option<String>,
 }
 
@@ -54,6 +57,9 @@ pub struct TrainRequest {
     /// ([`train_with_model`] trains where its model was loaded.)
     #[serde(default)]
     pub device: Option<DeviceChoice>,
+    /// Our objective, or the peer's for comparison (`peer`).
+    #[serde(default)]
+    pub objective: ObjectiveVariant,
 }
 
 impl TrainRequest {
@@ -68,6 +74,7 @@ impl TrainRequest {
             parent_adapter: None,
             seed: 0,
             device: None,
+            objective: ObjectiveVariant::default(),
         }
     }
 }
@@ -191,7 +198,7 @@ pub fn encode_sample(
 ) -> Result<EncodedSample> {
     let (p, r) = encode_pair(model, &messages_for(sample, None), &sample.response)?;
     let (ids, start) = fit(p, r, max_len)?;
-    let teacher = match sample.hint.as_deref().filter(|h| !h.trim().is_empty()) {
+    let teacher = match sample.hint.as_deref().and_then(usable_hint) {
         Some(h) => {
             let (tp, _) = encode_pair(model, &messages_for(sample, Some(h)), &sample.response)?;
             // The teacher scores exactly the student's response tokens.
@@ -255,11 +262,29 @@ pub fn train_with_model(
     });
     let obj = h.objective;
     let rewards: Vec<f64> = req.samples.iter().map(|s| s.reward as f64).collect();
-    let (adv, baseline_out) = advantages(&rewards, req.baseline, obj.ema_decay)?;
+    let peer_params = PeerParams::for_preset(req.preset);
+    let is_peer = req.objective == ObjectiveVariant::PeerMisPo;
+    let (adv, baseline_out) = if is_peer {
+        peer::advantages(
+            &rewards,
+            req.baseline,
+            obj.ema_decay,
+            peer_params.pos_weight,
+        )?
+    } else {
+        advantages(&rewards, req.baseline, obj.ema_decay)?
+    };
     let enc: Vec<EncodedSample> = req
         .samples
         .iter()
-        .map(|s| encode_sample(model, s, h.max_seq_len))
+        .map(|s| {
+            let mut e = encode_sample(model, s, h.max_seq_len)?;
+            if is_peer {
+                // The peer's objective takes no hints.
+                e.teacher = None;
+            }
+            Ok(e)
+        })
         .collect::<Result<_>>()?;
     let dec = Decoder::new(&model.config, &model.weights);
     let check_cancel = || {
@@ -285,14 +310,20 @@ pub fn train_with_model(
             Some(l) => values(&dec.response_logprobs(&e.ids, e.start, Some(l), false)?)?,
             None => r.clone(),
         };
+        // The teacher is the student (base + behaviour adapter) with the hint in its context.
         let teacher = match &e.teacher {
-            Some((ids, start)) => Some(values(&dec.response_logprobs(ids, *start, None, false)?)?),
+            Some((ids, start)) => Some(values(&dec.response_logprobs(
+                ids,
+                *start,
+                behaviour.as_ref(),
+                false,
+            )?)?),
             None => None,
         };
         tok_adv.push(token_advantages(
             *a,
             teacher.as_deref(),
-            &r,
+            &b,
             obj.opd_clip,
             obj.opd_weight,
         ));
@@ -340,7 +371,19 @@ pub fn train_with_model(
             let i = next_sample();
             let e = &enc[i];
             let lp_new = dec.response_logprobs(&e.ids, e.start, Some(&lora), true)?;
-            let s = sample_loss(&obj, &lp_new, &lp_beh[i], &lp_ref[i], &tok_adv[i])?;
+            let s = if is_peer {
+                peer::sample_loss(
+                    &peer_params,
+                    (obj.ratio_clip_low, obj.ratio_clip_high),
+                    obj.kl_beta,
+                    &lp_new,
+                    &lp_beh[i],
+                    &lp_ref[i],
+                    adv[i],
+                )?
+            } else {
+                sample_loss(&obj, &lp_new, &lp_beh[i], &lp_ref[i], &tok_adv[i])?
+            };
             let loss_val = s.scale * s.actor + obj.kl_beta * s.kl;
             if !loss_val.is_finite() {
                 return Err(TrainerError::NonFinite(format!(

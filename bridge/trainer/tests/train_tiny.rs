@@ -203,3 +203,73 @@ fn samples_are_rendered_with_the_chat_template_and_hints_reach_only_the_teacher(
     assert_eq!(short.ids.len(), 40);
     assert_eq!(&short.ids[short.start..], &e.ids[e.start..]);
 }
+
+#[test]
+fn the_hint_term_moves_the_students_token_logprobs_toward_the_teachers() {
+    use rlclaw_trainer::Decoder;
+    let dir = tempdir("distill");
+    write_tiny_model(&dir.join("model"), Arch::Llama, 9).unwrap();
+    let model = LoadedModel::load(&ModelSource::from_path(dir.join("model")).unwrap()).unwrap();
+    // Reward 0 against a zero baseline: the advantage is 0, so only the hint term acts.
+    let s = Sample {
+        response: "answer q, which is long and goes on and on".into(),
+        ..sample("q", 0.0, Some("start with Sure and keep it short"))
+    };
+    let e = encode_sample(&model, &s, 1024).unwrap();
+    let (tids, tstart) = e.teacher.clone().unwrap();
+    let dec = Decoder::new(&model.config, &model.weights);
+    let vals = |t: candle_core::Tensor| t.to_vec1::<f32>().unwrap();
+    let teacher = vals(dec.response_logprobs(&tids, tstart, None, false).unwrap());
+    let before = vals(dec.response_logprobs(&e.ids, e.start, None, false).unwrap());
+    let mut req = TrainRequest::new(ModelSource::from_path(dir.join("model")).unwrap(), vec![s]);
+    let mut h =
+        Preset::Balanced.hyper_params(&ModelProfile::new(rlclaw_trainer::ModelKind::Dense, 1, 1));
+    (
+        h.rank,
+        h.alpha,
+        h.grad_accum,
+        h.min_steps,
+        h.max_steps,
+        h.lr,
+    ) = (4, 8.0, 1, 4, 4, 3e-3);
+    h.objective.kl_beta = 0.0;
+    req.hyper = Some(h);
+    let report = train_with_model(&model, &req, &mut |_| {}, &AtomicBool::new(false)).unwrap();
+    assert_eq!(report.metrics.hint_samples, 1);
+    let lora = rlclaw_trainer::eval::lora_for(&model, &report.adapter).unwrap();
+    let after = vals(
+        dec.response_logprobs(&e.ids, e.start, Some(&lora), false)
+            .unwrap(),
+    );
+    // Each token moves in the direction of teacher − student, on the whole.
+    let toward: f64 = (0..before.len())
+        .map(|t| ((after[t] - before[t]) * (teacher[t] - before[t]).signum()) as f64)
+        .sum();
+    assert!(toward > 0.0, "moved {toward} toward the teacher");
+    let gap = |lp: &[f32]| -> f64 {
+        lp.iter()
+            .zip(&teacher)
+            .map(|(a, b)| (a - b).abs() as f64)
+            .sum()
+    };
+    assert!(
+        gap(&after) < gap(&before),
+        "the gap to the teacher grew: {} -> {}",
+        gap(&before),
+        gap(&after)
+    );
+}
+
+#[test]
+fn the_peer_objective_trains_without_hints_and_with_z_scored_advantages() {
+    let dir = tempdir("peer");
+    write_tiny_model(&dir.join("model"), Arch::Qwen3, 3).unwrap();
+    let mut req = request(&dir.join("model"));
+    req.objective = rlclaw_trainer::ObjectiveVariant::PeerMisPo;
+    let report = train(&req, &mut |_| {}, &AtomicBool::new(false)).unwrap();
+    assert_eq!(report.metrics.hint_samples, 0);
+    // 2 good + 1 bad, z-scored: the mean advantage is 0 whatever the baseline.
+    assert!(report.metrics.mean_advantage.abs() < 1e-6);
+    assert!(report.metrics.final_loss.is_finite());
+    assert_eq!(report.baseline.count, 13);
+}
