@@ -1,5 +1,5 @@
 //! `config.toml` in the data folder: who may run admin commands, who may rate other people's
-//! turns, and the request limits.
+//! turns, the request limits, and how rewards are made (`[rewards]`).
 
 use std::path::Path;
 
@@ -18,6 +18,7 @@ pub struct Config {
     pub admin_per_minute: u32,
     pub training: Training,
     pub serving: Serving,
+    pub rewards: crate::rewards::Settings,
 }
 
 /// The OpenAI-compatible model endpoint the daemon can run beside the bridge.
@@ -62,6 +63,7 @@ impl Default for Config {
             admin_per_minute: 5,
             training: Training::default(),
             serving: Serving::default(),
+            rewards: crate::rewards::Settings::default(),
         }
     }
 }
@@ -78,7 +80,7 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config> {
-        toml::from_str(text).map_err(|e| {
+        let config: Config = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
@@ -86,7 +88,9 @@ impl Config {
                 Some(line) => anyhow::anyhow!("line {line}: {}", e.message()),
                 None => anyhow::anyhow!("{}", e.message()),
             }
-        })
+        })?;
+        config.rewards.check()?;
+        Ok(config)
     }
 }
 

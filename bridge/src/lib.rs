@@ -13,6 +13,7 @@ pub mod endpoints;
 pub mod install;
 pub mod keys;
 pub mod protocol;
+pub mod rewards;
 pub mod server;
 #[cfg(feature = "model-endpoint")]
 pub mod serving;

@@ -21,6 +21,8 @@ pub enum Op {
     Unrate(ratings::Unrate),
     Command(commands::Command),
     Status,
+    /// The background judge's outcome for one turn (not a request: it comes from the daemon).
+    Judged(crate::rewards::judging::Judged),
     /// The request was authentic but could not be parsed: only its nonce is used up.
     Refuse(ApiError),
 }
@@ -44,6 +46,7 @@ impl Op {
             Op::Unrate(u) => ratings::apply_unrate(u, ctx),
             Op::Command(c) => commands::apply(c, ctx),
             Op::Status => status::apply(ctx),
+            Op::Judged(j) => crate::rewards::judging::apply(j, ctx),
             Op::Refuse(e) => Err(OpError::Api(e.clone())),
         }
     }

@@ -1,5 +1,6 @@
 //! `POST /v1/rollouts`: a finished agent task with its measurements, stored as a turn so that
-//! every rating target works on it.
+//! every rating target works on it, with its automatic reward (a little arithmetic, so it is
+//! computed here, in the same transaction).
 
 use serde::{Deserialize, Serialize};
 
@@ -7,6 +8,7 @@ use super::turns::{Message, NewTurn, check_texts, insert};
 use super::{check_id, parse_json};
 use crate::keys::sha256_hex;
 use crate::protocol::ApiError;
+use crate::rewards::{Measures, scores};
 use crate::store::{Ctx, OpError, Reply};
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -70,7 +72,18 @@ pub fn apply(r: &Rollout, ctx: &mut Ctx) -> Result<Reply, OpError> {
     let measures = serde_json::json!({
         "duration_s": r.duration_s, "tokens": r.tokens, "errors": r.errors,
     });
-    insert(
+    let automatic = ctx.config.rewards.automatic.formula().and_then(|f| {
+        f.score(&Measures {
+            duration_s: r.duration_s,
+            tokens: r.tokens,
+            errors: r.errors,
+        })
+    });
+    let extra = match automatic {
+        Some(score) => serde_json::json!({"rewards": {"automatic": (score * 1e4).round() / 1e4}}),
+        None => serde_json::json!({}),
+    };
+    let reply = insert(
         NewTurn {
             turn_id: &r.rollout_id,
             kind: "rollout",
@@ -92,6 +105,10 @@ pub fn apply(r: &Rollout, ctx: &mut Ctx) -> Result<Reply, OpError> {
             digest,
         },
         ctx,
-        serde_json::json!({}),
-    )
+        extra,
+    )?;
+    if let (201, Some(score)) = (reply.status, automatic) {
+        scores::insert_automatic(ctx.tx, &r.rollout_id, score, ctx.now_ms)?;
+    }
+    Ok(reply)
 }

@@ -105,6 +105,31 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX nonces_seen ON nonces(seen_at);
     "#,
+    // 4: the machine reward sources, each kept on its own beside the ratings (the human source):
+    // one score per turn and source, marked with the run that trained on it like a rating; and
+    // every call to the judge, for its hourly budget and the failures `status` counts.
+    r#"
+    CREATE TABLE turn_scores (
+        turn_seq    INTEGER NOT NULL REFERENCES turns(seq),
+        source      TEXT NOT NULL,                 -- 'automatic' | 'judge'
+        score       REAL NOT NULL,                 -- in [0, 1]
+        detail      TEXT,                          -- JSON: the judge's three figures
+        at          INTEGER NOT NULL,              -- Unix ms
+        trained_run INTEGER,                       -- NULL until a training run used it
+        PRIMARY KEY (turn_seq, source)
+    ) WITHOUT ROWID;
+    CREATE INDEX turn_scores_untrained ON turn_scores(turn_seq) WHERE trained_run IS NULL;
+
+    CREATE TABLE judge_calls (
+        id       INTEGER PRIMARY KEY,
+        turn_seq INTEGER NOT NULL REFERENCES turns(seq),
+        at       INTEGER NOT NULL,                 -- Unix ms
+        outcome  TEXT NOT NULL,                    -- ok | malformed | timeout | error | unreachable
+        detail   TEXT
+    );
+    CREATE INDEX judge_calls_at ON judge_calls(at);
+    CREATE INDEX judge_calls_turn ON judge_calls(turn_seq);
+    "#,
 ];
 
 /// Brings the database up to the newest schema.
