@@ -34,7 +34,10 @@ pub struct Args {
 
 pub fn run(dir: &Path, args: Args) -> Result<()> {
     let dir = DataDir::open(dir)?;
-    let config = Arc::new(Config::load(&dir.path(CONFIG_FILE))?);
+    let mut config = Config::load(&dir.path(CONFIG_FILE))?;
+    // --model-endpoint counts as the configured endpoint, for the judge's `local` too.
+    config.serving.endpoint = args.model_endpoint.or(config.serving.endpoint);
+    let config = Arc::new(config);
     let key = dir.load_or_create_key()?;
     let previous_key = dir.load_previous_key()?;
     let control = crate::training::control_for(&dir);
@@ -42,6 +45,7 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
     let stop_training = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let scheduler =
         crate::training::scheduler::spawn(dir.clone(), config.clone(), stop_training.clone());
+    let judge = start_judge(&dir, &config, &store, &stop_training)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -85,7 +89,7 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
             dir.root().display(),
             key.id()
         );
-        if let Some(endpoint) = args.model_endpoint.or(config.serving.endpoint) {
+        if let Some(endpoint) = config.serving.endpoint {
             if !endpoint.ip().is_loopback() {
                 anyhow::bail!("the model endpoint {endpoint} is not a loopback address; it serves loopback only");
             }
@@ -112,6 +116,9 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
     stop_training.store(true, std::sync::atomic::Ordering::Relaxed);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        if let Some(judge) = judge {
+            let _ = judge.join();
+        }
         writer.join();
         let _ = scheduler.join();
         let _ = done_tx.send(());
@@ -119,4 +126,44 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
     let _ = done_rx.recv_timeout(Duration::from_secs(2));
     eprintln!("rlclaw: stopped");
     Ok(())
+}
+
+/// Starts the background judge when `[rewards.judge]` names an endpoint; a judge configured
+/// but unable to run is reported and left off (`status` says why).
+fn start_judge(
+    dir: &DataDir,
+    config: &Config,
+    store: &Store,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Option<std::thread::JoinHandle<()>>> {
+    let settings = &config.rewards.judge;
+    let target = match settings.target(&config.serving) {
+        Ok(Some(target)) => target,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            eprintln!("rlclaw: the judge is off: {e}");
+            return Ok(None);
+        }
+    };
+    let place = if target.loopback {
+        "on this machine".to_owned()
+    } else {
+        format!(
+            "beyond this machine: the prompts and replies it scores go to {}",
+            target.uri.authority().map(|a| a.as_str()).unwrap_or("?")
+        )
+    };
+    eprintln!(
+        "rlclaw: the judge is {} ({place}), at most {} calls an hour",
+        target.uri, settings.calls_per_hour
+    );
+    let handle = crate::rewards::judging::spawn(
+        dir.db_path(),
+        store.clone(),
+        target,
+        settings.clone(),
+        stop.clone(),
+    )
+    .context("cannot start the judge's thread")?;
+    Ok(Some(handle))
 }

@@ -47,14 +47,21 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
 fn offline_status(dir: &crate::datadir::DataDir) -> Result<serde_json::Value> {
     let conn = store::open_ro(&dir.db_path())?;
     let control = crate::training::control_for(dir);
+    let config = crate::config::Config::load(&dir.path(crate::datadir::CONFIG_FILE))?;
     Ok(serde_json::json!({
         "version": crate::VERSION,
         "counts": Counts::load(&conn)?,
         "reward_trend": queries::reward_trend(&conn, 16, 8)?,
         "adapter": control.active_adapter(),
         "training": queries::training_state(&conn)?,
-        "since_last_run": crate::training::gate::pending(&conn)?,
+        "since_last_run": crate::training::samples::pending(&conn, &config.rewards.weights)?,
         "gate": control.gate_status(),
+        "rewards": crate::rewards::summary::status_json(
+            &conn,
+            &config.rewards,
+            &config.serving,
+            crate::now_ms(),
+        )?,
     }))
 }
 
@@ -71,12 +78,13 @@ fn print_human(s: &serde_json::Value) {
     let since = &s["since_last_run"];
     match since["ratings"].as_u64() {
         Some(r) => println!(
-            "new       {r} since the last run ({} to train on, {} held out to check new versions)",
+            "new       {r} ratings since the last run; {} turns to train on ({} ratings held out to check new versions)",
             since["to_train"].as_u64().unwrap_or(0),
             since["held_out"].as_u64().unwrap_or(0)
         ),
         None => println!("untrained {}", n("untrained")),
     }
+    print_rewards(&s["rewards"]);
     let trend: Vec<f64> = s["reward_trend"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
@@ -110,6 +118,52 @@ fn print_human(s: &serde_json::Value) {
         line.push_str(&format!(" (last run: {outcome})"));
     }
     println!("training  {line}");
+}
+
+/// Each source's count and mean, per worker, and the judge.
+fn print_rewards(r: &serde_json::Value) {
+    if r.is_null() {
+        return;
+    }
+    println!("rewards   {}", crate::rewards::summary::sources_line(r));
+    println!("          (human and blended in [-1, 1], automatic and judge in [0, 1])");
+    for w in r["workers"].as_array().into_iter().flatten() {
+        let line = crate::rewards::summary::sources_line(&serde_json::json!({"sources": w}));
+        println!("  {:<14} {line}", w["worker"].as_str().unwrap_or("?"));
+    }
+    let j = &r["judge"];
+    let state = j["state"].as_str().unwrap_or("off");
+    if state == "off" {
+        println!("judge     off");
+        return;
+    }
+    println!(
+        "judge     {state}: {} judged, {} failed ({}), {}/{} calls in the last hour",
+        j["judged"],
+        j["failures"]["total"],
+        failures_text(&j["failures"]),
+        j["calls_last_hour"],
+        j["calls_per_hour"]
+    );
+    println!(
+        "          turn text goes to {}",
+        j["text_goes_to"].as_str().unwrap_or("?")
+    );
+}
+
+fn failures_text(f: &serde_json::Value) -> String {
+    let parts: Vec<String> = f
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != "total")
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// Mean rewards in [-1, 1] as block characters.

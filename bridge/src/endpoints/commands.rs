@@ -117,13 +117,49 @@ fn status_reply(ctx: &mut Ctx) -> Result<serde_json::Value, OpError> {
     let training = status["training"]["state"].as_str().unwrap_or("idle");
     let since = &status["since_last_run"];
     let mut text = format!(
-        "👍 {} · 👎 {} · {} since the last run ({} to train on, {} held out to check new versions) · serving {adapter} · training {training}",
+        "👍 {} · 👎 {} · {} ratings since the last run, {} turns to train on ({} ratings held out to check new versions) · serving {adapter} · training {training}",
         counts.good,
         counts.bad,
         since["ratings"].as_u64().unwrap_or(0),
         since["to_train"].as_u64().unwrap_or(0),
         since["held_out"].as_u64().unwrap_or(0),
     );
+    let rewards = &status["rewards"];
+    text.push_str(&format!(
+        "\nRewards: {}",
+        crate::rewards::summary::sources_line(rewards)
+    ));
+    if let Some(workers) = rewards["workers"].as_array()
+        && workers.len() > 1
+    {
+        let each: Vec<String> = workers
+            .iter()
+            .map(|w| {
+                let blended = &w["blended"];
+                match blended["mean"].as_f64() {
+                    Some(m) => format!(
+                        "{} {} ({m:+.2})",
+                        w["worker"].as_str().unwrap_or("?"),
+                        blended["turns"]
+                    ),
+                    None => format!("{} 0", w["worker"].as_str().unwrap_or("?")),
+                }
+            })
+            .collect();
+        text.push_str(&format!("\nBy worker: {}", each.join(" · ")));
+    }
+    let judge = &rewards["judge"];
+    if judge["state"] != "off" {
+        text.push_str(&format!(
+            "\nJudge {}: {} judged, {} failed, {}/{} calls this hour; turn text goes to {}",
+            judge["state"].as_str().unwrap_or("?"),
+            judge["judged"],
+            judge["failures"]["total"],
+            judge["calls_last_hour"],
+            judge["calls_per_hour"],
+            judge["text_goes_to"].as_str().unwrap_or("?"),
+        ));
+    }
     let trend: Vec<f64> = status["reward_trend"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
@@ -191,7 +227,7 @@ fn set_paused(ctx: &mut Ctx, paused: bool) -> Result<String, OpError> {
 
 fn queue_training(ctx: &mut Ctx) -> Result<String, OpError> {
     // Ratings on held-out turns only check new versions; they alone give a run nothing to do.
-    let pending = crate::training::gate::pending(ctx.tx)?;
+    let pending = crate::training::samples::pending(ctx.tx, &ctx.config.rewards.weights)?;
     if pending.to_train == 0 {
         let held = match pending.held_out {
             0 => String::new(),
@@ -204,7 +240,7 @@ fn queue_training(ctx: &mut Ctx) -> Result<String, OpError> {
     ctx.tx
         .execute("UPDATE training SET queued = 1 WHERE id = 1", [])?;
     Ok(format!(
-        "Training queued on {} new ratings.",
+        "Training queued on {} turns with new rewards.",
         pending.to_train
     ))
 }

@@ -1,5 +1,5 @@
 //! `GET /v1/status`: counts, the reward trend, the active adapter, the training state, the
-//! ratings since the last run and what the evaluation gate measured.
+//! ratings since the last run, what the evaluation gate measured, and each reward source.
 
 use crate::store::queries;
 use crate::store::{Ctx, OpError, Reply};
@@ -16,8 +16,14 @@ pub fn status_json(ctx: &Ctx) -> Result<serde_json::Value, OpError> {
         "reward_trend": queries::reward_trend(ctx.tx, TREND_POINTS, TREND_BLOCK)?,
         "adapter": ctx.control.active_adapter(),
         "training": queries::training_state(ctx.tx)?,
-        "since_last_run": crate::training::gate::pending(ctx.tx)?,
+        "since_last_run": crate::training::samples::pending(ctx.tx, &ctx.config.rewards.weights)?,
         "gate": ctx.control.gate_status(),
+        "rewards": crate::rewards::summary::status_json(
+            ctx.tx,
+            &ctx.config.rewards,
+            &ctx.config.serving,
+            ctx.now_ms,
+        )?,
     }))
 }
 

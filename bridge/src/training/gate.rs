@@ -57,36 +57,6 @@ pub fn held_out_samples(conn: &Connection, max: usize) -> rusqlite::Result<Vec<S
     Ok(out)
 }
 
-/// Live ratings no run has used yet, split the way the next run will split them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Pending {
-    /// All of them: the ratings since the last run.
-    pub ratings: u64,
-    /// Those the next run trains on.
-    pub to_train: u64,
-    /// Those kept out of training to check new versions.
-    pub held_out: u64,
-}
-
-pub fn pending(conn: &Connection) -> rusqlite::Result<Pending> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT t.turn_id FROM ratings r JOIN turns t ON t.seq = r.turn_seq
-         WHERE r.removed_at IS NULL AND r.trained_run IS NULL",
-    )?;
-    let mut p = Pending::default();
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let turn_id: String = row.get(0)?;
-        p.ratings += 1;
-        if is_held_out(&turn_id) {
-            p.held_out += 1;
-        } else {
-            p.to_train += 1;
-        }
-    }
-    Ok(p)
-}
-
 /// Marks the given ratings as used by a run (held-out ones: checked on, never trained).
 pub fn mark_used(conn: &Connection, run_id: i64, ids: &[i64]) -> rusqlite::Result<()> {
     let mut mark =

@@ -7,6 +7,7 @@ mod adapters;
 pub mod gate;
 pub mod import;
 pub mod run;
+pub mod samples;
 pub mod scheduler;
 
 use std::path::PathBuf;

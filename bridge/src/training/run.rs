@@ -1,5 +1,5 @@
-//! One training run: take the lock, gather every untrained live rating (leaving the held-out
-//! turns out of training), train on the active adapter, run the evaluation gate, save a new
+//! One training run: take the lock, gather every turn with rewards no run has used (leaving the
+//! held-out turns out of training), train on the active adapter, run the evaluation gate, save a new
 //! version with what the gate measured, mark the ratings used, and only then promote it — if
 //! the gate passed it; otherwise it stays a candidate that an admin can force. A run that fails
 //! or is killed leaves the active adapter and the database as they were, and the next run (or
@@ -13,16 +13,16 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result, anyhow, bail};
 use rlclaw_trainer::{
     AdapterStore, Baseline, DeviceChoice, GatePolicy, GateReport, LoadedModel, ModelSource,
-    NewVersion, Preset, Progress, Sample, TrainRequest, VersionNotes, is_held_out,
+    NewVersion, Preset, Progress, Sample, TrainRequest, VersionNotes,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::gate;
+use super::{gate, samples};
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::store;
 
-/// Most ratings one run trains on; the rest wait for the next run.
+/// Most turns one run trains on; the rest wait for the next run.
 const MAX_SAMPLES: usize = 128;
 
 /// How a run is asked for.
@@ -138,53 +138,6 @@ pub fn mark_interrupted(conn: &Connection) -> rusqlite::Result<usize> {
     )
 }
 
-/// The live ratings no run has used yet, oldest first: the ones to train on (at most
-/// `MAX_SAMPLES`, as samples) and the held-out ones, which are never trained on.
-struct Untrained {
-    train_ids: Vec<i64>,
-    samples: Vec<Sample>,
-    held_out_ids: Vec<i64>,
-}
-
-fn untrained_samples(conn: &Connection) -> rusqlite::Result<Untrained> {
-    let mut stmt = conn.prepare(
-        "SELECT r.id, t.turn_id, t.context, t.prompt, t.response, r.value, r.reason
-         FROM ratings r JOIN turns t ON t.seq = r.turn_seq
-         WHERE r.removed_at IS NULL AND r.trained_run IS NULL
-         ORDER BY r.created_at, r.id",
-    )?;
-    let mut out = Untrained {
-        train_ids: Vec::new(),
-        samples: Vec::new(),
-        held_out_ids: Vec::new(),
-    };
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
-        let turn_id: String = r.get(1)?;
-        if is_held_out(&turn_id) {
-            out.held_out_ids.push(id);
-            continue;
-        }
-        if out.samples.len() >= MAX_SAMPLES {
-            continue;
-        }
-        let value: f64 = r.get(5)?;
-        let reason: Option<String> = r.get(6)?;
-        out.train_ids.push(id);
-        out.samples.push(Sample {
-            turn_id,
-            context: gate::parse_context(&r.get::<_, String>(2)?),
-            prompt: r.get(3)?,
-            response: r.get(4)?,
-            reward: value as f32,
-            // A reason given with a bad rating is a hint for the teacher.
-            hint: reason.filter(|r| value < 0.0 && !r.trim().is_empty()),
-        });
-    }
-    Ok(out)
-}
-
 fn model_key(model: &Path) -> String {
     model
         .file_name()
@@ -220,10 +173,14 @@ pub fn run_with_model(
     mark_interrupted(&conn)?;
     // An admin's queued request is answered by this run, whatever its outcome.
     conn.execute("UPDATE training SET queued = 0 WHERE id = 1", [])?;
-    let untrained = untrained_samples(&conn)?;
+    // Each turn's sources blend with the weights in config.toml, as the scheduler counts them.
+    let weights = Config::load(&dir.path(crate::datadir::CONFIG_FILE))?
+        .rewards
+        .weights;
+    let untrained = samples::untrained(&conn, &weights, MAX_SAMPLES)?;
     if untrained.samples.is_empty() {
         if untrained.held_out_ids.is_empty() {
-            bail!("nothing to train on: no new ratings since the last run");
+            bail!("nothing to train on: no new ratings or rewards since the last run");
         }
         bail!(
             "nothing to train on: the {} new rating(s) are on held-out turns, which only check new versions",
@@ -285,10 +242,9 @@ pub fn run_with_model(
             let promoted = done.gate.promoted();
             let summary = gate::describe(&done.version, &done.gate, done.compared_with.as_deref());
             let tx = conn.unchecked_transaction()?;
-            gate::mark_used(&tx, run_id, &untrained.train_ids)?;
             // Held-out ratings are marked with the first run that checked a version on them,
             // so they no longer wait; they are never trained on.
-            gate::mark_used(&tx, run_id, &untrained.held_out_ids)?;
+            untrained.used.mark(&tx, run_id)?;
             tx.execute(
                 "INSERT INTO baselines (model, value, count) VALUES (?1, ?2, ?3)
                  ON CONFLICT(model) DO UPDATE SET value = excluded.value, count = excluded.count",

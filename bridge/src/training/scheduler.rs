@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::gate;
 use super::run::{self, RunLock, RunOptions};
+use super::samples;
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::store;
@@ -67,7 +67,7 @@ fn recover(dir: &DataDir) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Should a run start now? Only ratings a run can train on count: held-out ones wait for it.
+/// Should a run start now? Only turns a run can train on count: held-out ones wait for it.
 fn due(conn: &Connection, config: &Config, backing_off: bool) -> rusqlite::Result<bool> {
     let (paused, queued): (bool, bool) = conn.query_row(
         "SELECT paused, queued FROM training WHERE id = 1",
@@ -77,7 +77,8 @@ fn due(conn: &Connection, config: &Config, backing_off: bool) -> rusqlite::Resul
     if paused {
         return Ok(false);
     }
-    let untrained = gate::pending(conn)?.to_train;
+    // Turns with a blended reward: new ratings, or machine scores where nobody rated.
+    let untrained = samples::pending(conn, &config.rewards.weights)?.to_train;
     if untrained == 0 {
         return Ok(false);
     }
