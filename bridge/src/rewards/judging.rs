@@ -128,8 +128,14 @@ fn run(
     let conn = crate::store::open_ro(db)?;
     let mut backoff = FIRST_BACKOFF;
     while !stop.load(Ordering::Relaxed) {
-        let spent = calls_last_hour(&conn, crate::now_ms())? >= settings.calls_per_hour as u64;
-        let next = if spent { None } else { pick(&conn)? };
+        // A busy or failing read is tried again later; it never stops the judge.
+        let next = match next_turn(&conn, settings) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!("the judge cannot read the store: {e}");
+                None
+            }
+        };
         let Some(turn) = next else {
             sleep_unless(stop, IDLE);
             continue;
@@ -173,6 +179,17 @@ fn run(
         }
     }
     Ok(())
+}
+
+/// The next turn to judge, unless this hour's budget is spent.
+fn next_turn(
+    conn: &Connection,
+    settings: &judge::JudgeSettings,
+) -> rusqlite::Result<Option<Candidate>> {
+    if calls_last_hour(conn, crate::now_ms())? >= settings.calls_per_hour as u64 {
+        return Ok(None);
+    }
+    pick(conn)
 }
 
 fn sleep_unless(stop: &AtomicBool, total: Duration) {
