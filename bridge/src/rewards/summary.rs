@@ -171,7 +171,11 @@ pub fn sources_line(rewards: &serde_json::Value) -> String {
     let part = |name: &str, signed: bool| {
         let t = &rewards["sources"][name];
         let n = t["turns"].as_u64().unwrap_or(0);
-        match t["mean"].as_f64() {
+        // A mean that rounds to zero reads as +0.00, not -0.00.
+        match t["mean"]
+            .as_f64()
+            .map(|m| if m.abs() < 0.005 { 0.0 } else { m })
+        {
             Some(m) if signed => format!("{name} {n} ({m:+.2})"),
             Some(m) => format!("{name} {n} ({m:.2})"),
             None => format!("{name} {n}"),
