@@ -269,6 +269,22 @@ fn a_rollouts_automatic_reward_is_answered_kept_on_its_own_and_blended() {
         s["counts"]["untrained"], 0,
         "the ratings counts are the person's alone"
     );
+
+    // `rlclaw emit` says the score too: tokens alone, 1 - 2500/10000.
+    let out = Command::new(rlclaw_bin())
+        .arg("--data-dir")
+        .arg(bridge.data_dir())
+        .args(["emit", "--worker", "w", "--prompt", "p", "--response", "r"])
+        .args(["--tokens", "2500", "--rollout-id", &ids("emit", 1)[0]])
+        .env_remove("RLCLAW_BRIDGE")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("(automatic reward 0.75 of 1)"),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

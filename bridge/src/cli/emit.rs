@@ -147,7 +147,14 @@ pub fn run(dir: &Path, args: Args) -> Result<()> {
     if args.json {
         println!("{answer}");
     } else if status == 201 {
-        println!("Stored rollout {rollout_id} from {}.", args.worker);
+        let automatic = match answer["rewards"]["automatic"].as_f64() {
+            Some(score) => format!(" (automatic reward {score:.2} of 1)"),
+            None => String::new(),
+        };
+        println!(
+            "Stored rollout {rollout_id} from {}{automatic}.",
+            args.worker
+        );
     } else {
         println!("Rollout {rollout_id} was already stored; nothing changed.");
     }
