@@ -62,11 +62,14 @@ pub fn pick(conn: &Connection) -> rusqlite::Result<Option<Candidate>> {
            AND NOT EXISTS (SELECT 1 FROM judge_calls j WHERE j.turn_seq = t.seq
                             AND j.outcome != 'unreachable')
          ORDER BY t.seq DESC LIMIT 64";
-    // Rated, with an automatic score on the other side of the middle from the person's word.
+    // Rated, with an automatic score on the other side of the middle from the person's word,
+    // and a rating the next run will train on (on a trained turn a judgement changes nothing).
     let disputed = "SELECT t.seq, t.turn_id, t.prompt, t.response FROM turns t
          JOIN turn_scores a ON a.turn_seq = t.seq AND a.source = 'automatic'
          JOIN ratings r ON r.turn_seq = t.seq AND r.removed_at IS NULL
          WHERE t.seq > (SELECT coalesce(max(seq), 0) FROM turns) - ?1
+           AND EXISTS (SELECT 1 FROM ratings u WHERE u.turn_seq = t.seq
+                        AND u.removed_at IS NULL AND u.trained_run IS NULL)
            AND NOT EXISTS (SELECT 1 FROM turn_scores s WHERE s.turn_seq = t.seq AND s.source = 'judge')
            AND NOT EXISTS (SELECT 1 FROM judge_calls j WHERE j.turn_seq = t.seq
                             AND j.outcome != 'unreachable')
