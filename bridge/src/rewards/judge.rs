@@ -389,6 +389,59 @@ mod tests {
     }
 
     #[test]
+    fn the_api_key_goes_in_a_bearer_header_and_the_verdict_comes_back() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read until the JSON body has ended (the request is small).
+            while !seen.ends_with(b"}") {
+                let n = stream.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            let body = r#"{"choices":[{"message":{"content":"{\"conciseness\":1,\"correctness\":0.5,\"helpfulness\":0}"}}]}"#;
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            String::from_utf8_lossy(&seen).into_owned()
+        });
+        let target = Target {
+            uri: format!("http://{addr}/v1/chat/completions")
+                .parse()
+                .unwrap(),
+            model: "grader".into(),
+            api_key: Some("sekrit".into()),
+            loopback: true,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let verdict = runtime
+            .block_on(ask(&target, Duration::from_secs(10), "task", "reply"))
+            .unwrap();
+        assert!((verdict.score() - 0.5).abs() < 1e-9);
+        let request = server.join().unwrap().to_ascii_lowercase();
+        assert!(
+            request.starts_with("post /v1/chat/completions http/1.1"),
+            "{request}"
+        );
+        assert!(
+            request.contains("authorization: bearer sekrit"),
+            "{request}"
+        );
+    }
+
+    #[test]
     fn a_remote_url_is_not_loopback_and_a_bad_one_is_refused() {
         let s = JudgeSettings {
             url: Some("https://api.example.com/v1/".into()),
