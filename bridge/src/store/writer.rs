@@ -23,6 +23,8 @@ const QUEUE_DEPTH: usize = 8192;
 /// transaction: small steady deletes instead of one long stall.
 const PRUNE_EVERY_MS: i64 = 1_000;
 const PRUNE_LIMIT: i64 = 5_000;
+/// A commit slower than this is worth a warning: every request of the batch waited for it.
+const SLOW_COMMIT_MS: u64 = 1_000;
 
 /// A successful answer: a status and its JSON body, exactly as sent (and as remembered for
 /// idempotent retries).
@@ -125,6 +127,7 @@ fn run(
 ) {
     let mut next_prune = 0i64;
     let mut generation = training_generation(&conn).unwrap_or(0);
+    let mut commits = CommitTimes::new();
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -149,13 +152,65 @@ fn run(
             Ok(_) => {}
             Err(e) => tracing::warn!("cannot read the training generation: {e}"),
         }
-        commit_batch(
+        let size = batch.len();
+        if let Some(took) = commit_batch(
             &mut conn, batch, &mut state, &config, &*control, now_ms, prune,
+        ) {
+            commits.record(took, size);
+        }
+    }
+    commits.report();
+}
+
+/// How long commits took (the WAL write, its fsync and any auto-checkpoint), summed up when the
+/// writer stops: the figures that tell a slow disk from a slow bridge.
+struct CommitTimes {
+    micros: Option<hdrhistogram::Histogram<u64>>,
+    requests: u64,
+}
+
+impl CommitTimes {
+    fn new() -> Self {
+        Self {
+            micros: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).ok(),
+            requests: 0,
+        }
+    }
+
+    fn record(&mut self, took: std::time::Duration, requests: usize) {
+        let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
+        if let Some(h) = &mut self.micros {
+            h.saturating_record(us.max(1));
+        }
+        self.requests += requests as u64;
+        if us / 1000 >= SLOW_COMMIT_MS {
+            tracing::warn!(
+                "the disk took {} ms to commit {requests} requests; they all waited for it",
+                us / 1000
+            );
+        }
+    }
+
+    fn report(&self) {
+        let Some(h) = self.micros.as_ref().filter(|h| !h.is_empty()) else {
+            return;
+        };
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        tracing::info!(
+            "writer: {} transactions for {} requests; commit p50 {:.2} ms, p99 {:.2} ms, \
+             p99.9 {:.2} ms, max {:.2} ms",
+            h.len(),
+            self.requests,
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            h.max() as f64 / 1000.0
         );
     }
 }
 
 /// Applies a batch in one transaction; answers every job only after the commit is durable.
+/// Returns how long the commit took, when it succeeded.
 fn commit_batch(
     conn: &mut Connection,
     batch: Vec<Job>,
@@ -164,10 +219,10 @@ fn commit_batch(
     control: &dyn TrainingControl,
     now_ms: i64,
     prune: bool,
-) {
+) -> Option<std::time::Duration> {
     let before = state.clone();
     let mut answers = Vec::with_capacity(batch.len());
-    let outcome = (|| -> rusqlite::Result<()> {
+    let outcome = (|| -> rusqlite::Result<std::time::Duration> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if prune {
             // A failed statement rolls back only itself; the batch goes on.
@@ -178,13 +233,16 @@ fn commit_batch(
         for job in &batch {
             answers.push(apply_job(&tx, job, state, config, control, now_ms)?);
         }
-        tx.commit()
+        let started = std::time::Instant::now();
+        tx.commit()?;
+        Ok(started.elapsed())
     })();
     match outcome {
-        Ok(()) => {
+        Ok(took) => {
             for (job, answer) in batch.into_iter().zip(answers) {
                 let _ = job.reply.send(answer);
             }
+            Some(took)
         }
         Err(e) => {
             tracing::error!("a transaction of {} requests failed: {e}", batch.len());
@@ -194,6 +252,7 @@ fn commit_batch(
                     "The store could not save this request; nothing was kept. Try again.",
                 )));
             }
+            None
         }
     }
 }
