@@ -41,6 +41,11 @@ pub struct Training {
     pub preset: String,
     /// The base model: a GGUF file or a Hugging Face safetensors folder.
     pub model: Option<String>,
+    /// rlclaw | peer-mispo (the peer's objective, for `rlclaw bench learn`).
+    pub objective: String,
+    /// Auto-training waits until the machine is idle (a benchmark that keeps it busy turns
+    /// this off).
+    pub wait_for_idle: bool,
 }
 
 impl Default for Training {
@@ -49,6 +54,8 @@ impl Default for Training {
             auto_after: 16,
             preset: "balanced".into(),
             model: None,
+            objective: "rlclaw".into(),
+            wait_for_idle: true,
         }
     }
 }

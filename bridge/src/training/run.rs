@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result, anyhow, bail};
 use rlclaw_trainer::{
     AdapterStore, Baseline, DeviceChoice, GatePolicy, GateReport, LoadedModel, ModelSource,
-    NewVersion, Preset, Progress, Sample, TrainRequest, VersionNotes,
+    NewVersion, ObjectiveVariant, Preset, Progress, Sample, TrainRequest, VersionNotes,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub gate: Option<GatePolicy>,
     /// The trainer's seed (None: from the clock).
     pub seed: Option<u64>,
+    /// Our objective, or the peer's (`[training] objective`), for the benchmark.
+    pub objective: ObjectiveVariant,
 }
 
 impl RunOptions {
@@ -50,12 +52,27 @@ impl RunOptions {
             .as_ref()
             .map(PathBuf::from)
             .unwrap_or_else(super::demo_model_path);
+        let objective = config
+            .training
+            .objective
+            .parse()
+            .map_err(|e| anyhow!("config.toml [training] objective: {e}"))?;
         Ok(RunOptions {
             preset,
             model,
             gate: None,
             seed: None,
+            objective,
         })
+    }
+
+    /// Most ratings one run trains on: the peer's objective takes only its batch of the oldest,
+    /// and the newer ones wait, as it does (reference/reinforceclaw.md section 4.1).
+    fn sample_limit(&self) -> usize {
+        match self.objective {
+            ObjectiveVariant::PeerMisPo => rlclaw_trainer::peer::BATCH_SIZE,
+            ObjectiveVariant::Rlclaw => MAX_SAMPLES,
+        }
     }
 
     /// The gate this run applies.
@@ -177,7 +194,7 @@ pub fn run_with_model(
     let weights = Config::load(&dir.path(crate::datadir::CONFIG_FILE))?
         .rewards
         .weights;
-    let untrained = samples::untrained(&conn, &weights, MAX_SAMPLES)?;
+    let untrained = samples::untrained(&conn, &weights, options.sample_limit())?;
     if untrained.samples.is_empty() {
         if untrained.held_out_ids.is_empty() {
             bail!("nothing to train on: no new ratings or rewards since the last run");
@@ -329,6 +346,7 @@ fn train_gate_and_save(
     request.behaviour_adapter = active.as_ref().map(|v| v.path.clone());
     request.parent_adapter = active.as_ref().map(|v| v.path.clone());
     request.seed = options.seed.unwrap_or_else(|| crate::now_ms() as u64);
+    request.objective = options.objective;
     let report = rlclaw_trainer::train_with_model(model, &request, progress, cancel)?;
     if cancel.load(std::sync::atomic::Ordering::Relaxed) {
         bail!("the run was cancelled");

@@ -145,8 +145,9 @@ pub fn untrained(conn: &Connection, weights: &Weights, max: usize) -> rusqlite::
             prompt,
             response,
             reward: reward as f32,
-            // Reasons given with bad ratings are hints for the teacher when the turn is bad.
-            hint: (reward < 0.0 && !reasons.is_empty()).then(|| reasons.join("; ")),
+            // Reasons given with bad ratings are hints for the teacher when the turn is bad;
+            // one that cannot serve as a hint (empty, very long, a link...) is left out.
+            hint: hint_from(reward, &reasons),
         });
         used.trained.push((w.seq, w.new_rating_ids));
     }
@@ -171,5 +172,30 @@ impl Used {
             scores.execute(params![run_id, seq, self.read_at])?;
         }
         gate::mark_used(conn, run_id, &self.held_out_ids)
+    }
+}
+
+/// The hint for a bad turn: its usable reasons, joined.
+fn hint_from(reward: f64, reasons: &[String]) -> Option<String> {
+    let usable: Vec<&str> = reasons
+        .iter()
+        .filter_map(|r| rlclaw_trainer::usable_hint(r))
+        .collect();
+    (reward < 0.0 && !usable.is_empty()).then(|| usable.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_usable_reasons_of_a_bad_turn_become_its_hint() {
+        let r = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            hint_from(-1.0, &r(&["too long", "!!!", "https://x.y"])).as_deref(),
+            Some("too long")
+        );
+        assert_eq!(hint_from(-1.0, &r(&["", "/rl bad"])), None);
+        assert_eq!(hint_from(1.0, &r(&["too long"])), None);
     }
 }

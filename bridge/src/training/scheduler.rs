@@ -86,7 +86,8 @@ fn due(conn: &Connection, config: &Config, backing_off: bool) -> rusqlite::Resul
         return Ok(true);
     }
     let auto = config.training.auto_after;
-    Ok(!backing_off && auto > 0 && untrained >= auto as u64 && machine_idle())
+    let idle = !config.training.wait_for_idle || machine_idle();
+    Ok(!backing_off && auto > 0 && untrained >= auto as u64 && idle)
 }
 
 fn machine_idle() -> bool {
