@@ -2,7 +2,8 @@
 //! measured through the OpenAI endpoint (streaming, greedy, loopback HTTP).
 //!
 //! `cargo bench -p rlclaw-serve --bench endpoint [-- RUNS MAX_TOKENS]` (defaults 3, 128).
-//! RLCLAW_SERVE_ISQ=q4_0 (etc.) quantises after the merge; unset serves float32.
+//! RLCLAW_SERVE_ISQ=q4_0 (etc., or none) quantises after the merge; unset, the build's default
+//! (`rlclaw_serve::default_isq`).
 //! Prompt: "Write a short paragraph about the history of tea." with SmolLM2's chat template,
 //! as in shared/reference/anchor-decode-cpu.md, so the figures compare with llama.cpp's there.
 
@@ -100,7 +101,11 @@ async fn main() {
     let (_keep, rx) = tokio::sync::watch::channel(None);
     tokio::spawn(server.run(rx));
 
-    let isq = std::env::var("RLCLAW_SERVE_ISQ").unwrap_or_else(|_| "none (f32)".into());
+    let isq = match rlclaw_serve::isq_from_env() {
+        Ok(Some(t)) => format!("{t:?}"),
+        Ok(None) => "none (f32)".into(),
+        Err(e) => panic!("{e}"),
+    };
     println!(
         "model SmolLM2-135M-Instruct (GGUF -> f32, adapter r8 q/k/v/o merged), isq {isq}, load+bind {load_s:.2} s"
     );

@@ -19,7 +19,7 @@ pub use adapter::{AdapterConfig, CheckedAdapter, check as check_adapter};
 pub use convert::{GgufHeader, ModelShape, gguf_to_hf, is_gguf};
 pub use engine::{
     ChatMessage, DEFAULT_LISTEN, DEFAULT_MODEL_ID, Engine, Role, Sampling, ServeConfig, cache_root,
-    load,
+    default_isq, isq_from_env, load,
 };
 pub use error::{Result, ServeError};
 pub use ollama::ollama_modelfile;
