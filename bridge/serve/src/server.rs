@@ -192,9 +192,17 @@ async fn health() -> &'static str {
 }
 
 async fn models(State(s): State<Arc<Shared>>) -> Response {
+    // Which adapter version serves (its folder's name, "v3"), so a client can tell a reload
+    // has been swapped in; OpenAI clients ignore the extra field.
+    let adapter = s
+        .engine()
+        .adapter()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
     axum::Json(json!({
         "object": "list",
-        "data": [{"id": s.model_id, "object": "model", "created": s.created, "owned_by": "rlclaw"}],
+        "data": [{"id": s.model_id, "object": "model", "created": s.created, "owned_by": "rlclaw",
+                  "rlclaw_adapter": adapter}],
     }))
     .into_response()
 }

@@ -30,6 +30,9 @@ pub struct Args {
 enum What {
     /// Signed captures or ratings against a running bridge.
     Ingest(IngestArgs),
+    /// The simulated-user benchmark: scripted raters teach the model through the product's own
+    /// path, arm beside arm; the held-out rate against ratings, with a plot.
+    Learn(super::bench_learn::Args),
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Debug)]
@@ -79,7 +82,10 @@ struct IngestArgs {
 }
 
 pub fn run(dir: &Path, args: Args) -> Result<()> {
-    let What::Ingest(args) = args.what;
+    let args = match args.what {
+        What::Ingest(args) => args,
+        What::Learn(args) => return super::bench_learn::run(args),
+    };
     let (addr, auth, pid) = match args.peer {
         Peer::Rlclaw => {
             let dir = existing(dir)?;

@@ -1,6 +1,7 @@
 //! The `rlclaw` command line: one module per command.
 
 mod bench;
+mod bench_learn;
 mod doctor;
 mod emit;
 mod export;

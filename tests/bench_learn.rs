@@ -1,0 +1,63 @@
+//! `rlclaw bench learn` end to end at a tiny size: a scripted rater's ratings go through the
+//! signed protocol to a real daemon, its scheduler trains at the threshold, the gate decides,
+//! the model endpoint reloads, and the held-out rate, margin, perplexity and plot come out.
+//! (The full run is a benchmark; see BENCHMARKS.md.)
+
+use std::process::Command;
+
+use rlclaw_tests::bridge::rlclaw_bin;
+
+#[test]
+fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
+    let model = rlclaw_tests::model::smollm2();
+    let out = std::env::temp_dir().join(format!("rlclaw-bench-learn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(rlclaw_bin())
+        .args(["bench", "learn", "--json", "--out"])
+        .arg(&out)
+        .arg("--model")
+        .arg(&model)
+        .args(["--preset-rater", "under:20", "--arms", "hints"])
+        .args([
+            "--rounds",
+            "1",
+            "--round-size",
+            "4",
+            "--heldout-prompts",
+            "2",
+        ])
+        .args(["--samples", "1", "--max-tokens", "12", "--seed", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let arm = &report["results"][0];
+    assert_eq!(arm["arm"], "hints");
+    assert_eq!(arm["rater"], "under:20");
+    let points = arm["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "the base and one round: {arm}");
+    // Four trainable ratings, plus any held-out turns the round drew.
+    assert!(points[1]["ratings"].as_u64().unwrap() >= 4);
+    assert_eq!(points[1]["runs"], 1, "the scheduler trained once: {arm}");
+    for p in points {
+        let rate = p["rate"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&rate));
+        assert!(p["neutral_perplexity"].as_f64().unwrap() > 1.0);
+    }
+    // What serves after the round is what the gate decided (a version, or the base if held).
+    let serving = points[1]["serving"].as_str();
+    let held_back = points[1]["held_back"].as_u64().unwrap();
+    assert!(
+        serving == Some("v1") || (serving.is_none() && held_back == 1),
+        "{arm}"
+    );
+    let plot = report["plots"][0].as_str().unwrap();
+    let svg = std::fs::read_to_string(plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("hints"));
+    assert!(out.join("results.json").exists());
+    let _ = std::fs::remove_dir_all(&out);
+}
