@@ -512,15 +512,34 @@ async fn wait_for_training(
                     run["detail"].as_str().unwrap_or("")
                 );
             }
+            // The run is recorded before its version is promoted: wait for the promotion.
             let serving = s["adapter"].as_str().map(str::to_owned);
-            d.wait_for_endpoint(Some(serving.as_deref())).await?;
-            return Ok((serving, id));
+            let version = run["adapter"].as_str();
+            let promoted = match version {
+                Some(v) => gate_passed(&d.dir, v)?,
+                None => false,
+            };
+            if !promoted || serving.as_deref() == version {
+                d.wait_for_endpoint(Some(serving.as_deref())).await?;
+                return Ok((serving, id));
+            }
         }
         if Instant::now() > deadline {
             bail!("the scheduler did not train within an hour: {s}");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Whether the gate let a version serve.
+fn gate_passed(dir: &std::path::Path, version: &str) -> Result<bool> {
+    let store = rlclaw_trainer::AdapterStore::open(dir.join("adapters"))?;
+    let info = store.get(version)?;
+    Ok(info
+        .metadata
+        .gate
+        .as_ref()
+        .is_some_and(|g| g["verdict"] == "promote"))
 }
 
 /// Runs so far in an arm's data folder, and how many of their versions never served.
