@@ -24,6 +24,17 @@ pub mod training;
 /// The bridge's version, as `GET /healthz` and `status` report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Sleeps `total` in steps of 100 ms, waking early once `stop` is set: background threads
+/// (the scheduler, the judge) wait this way so that shutdown never waits out their idle time.
+pub fn sleep_unless(stop: &std::sync::atomic::AtomicBool, total: std::time::Duration) {
+    let step = std::time::Duration::from_millis(100);
+    let mut slept = std::time::Duration::ZERO;
+    while slept < total && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(step);
+        slept += step;
+    }
+}
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

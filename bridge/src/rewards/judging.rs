@@ -140,7 +140,7 @@ fn run(
             }
         };
         let Some(turn) = next else {
-            sleep_unless(stop, IDLE);
+            crate::sleep_unless(stop, IDLE);
             continue;
         };
         let asked = runtime.block_on(judge::ask(
@@ -175,7 +175,7 @@ fn run(
             );
         }
         if unreachable {
-            sleep_unless(stop, backoff);
+            crate::sleep_unless(stop, backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);
         } else {
             backoff = FIRST_BACKOFF;
@@ -193,13 +193,4 @@ fn next_turn(
         return Ok(None);
     }
     pick(conn)
-}
-
-fn sleep_unless(stop: &AtomicBool, total: Duration) {
-    let step = Duration::from_millis(100);
-    let mut slept = Duration::ZERO;
-    while slept < total && !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(step);
-        slept += step;
-    }
 }

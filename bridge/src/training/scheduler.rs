@@ -40,19 +40,10 @@ pub fn spawn(
                     Ok(_) => {}
                     Err(e) => tracing::warn!("scheduler: {e:#}"),
                 }
-                sleep_unless(&stop, CHECK_EVERY);
+                crate::sleep_unless(&stop, CHECK_EVERY);
             }
         })
         .unwrap_or_else(|e| panic!("cannot start the scheduler thread: {e}"))
-}
-
-fn sleep_unless(stop: &AtomicBool, total: Duration) {
-    let step = Duration::from_millis(100);
-    let mut slept = Duration::ZERO;
-    while slept < total && !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(step);
-        slept += step;
-    }
 }
 
 /// Marks runs a dead process left `running`, unless a live run holds the lock.
