@@ -8,8 +8,8 @@
 # ISQ="none q4_0 q8_0" picks the rlclaw configurations (none = float32 after the merge).
 # llama-bench is built once from the llama-cpp-python sdist on PyPI (its vendored llama.cpp,
 # about 7 minutes on 2 cores) into $LLAMA_DIR (default ~/.cache/rlclaw/llama.cpp).
-# The rlclaw side is built for x86-64-v3: candle compiles its AVX2 kernels only when the build
-# targets AVX2 (BENCHMARKS.md, "Serving").
+# The rlclaw side is built for x86-64-v3 by the repository's .cargo/config.toml: candle compiles
+# its AVX2 kernels only when the build targets AVX2 (BENCHMARKS.md, "Serving").
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../../.." && pwd)"
 rounds="${1:-3}"
@@ -38,7 +38,6 @@ if [ ! -x "$bench" ]; then
 fi
 
 cd "$root"
-export RUSTFLAGS="${RUSTFLAGS:--C target-cpu=x86-64-v3}"
 cargo bench -p rlclaw-serve --bench endpoint --no-run 2>/dev/null
 for round in $(seq "$rounds"); do
     for mode in $isq_modes; do
