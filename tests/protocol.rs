@@ -414,6 +414,31 @@ fn commands_undo_and_status_are_open_to_everyone() {
 }
 
 #[test]
+fn a_status_command_read_after_its_commit_is_remembered_for_its_event_id() {
+    let bridge = Bridge::start("");
+    let c = bridge.client();
+    c.post("/v1/turns", turn("t1"));
+    c.post("/v1/ratings", rate("e1", "t1", "42", json!(1)));
+    let status = || {
+        c.post(
+            "/v1/commands",
+            json!({"event_id": "s1", "name": "status", "sender": "42", "session": "agent:main:main", "args": []}),
+        )
+    };
+    let first = status();
+    assert_eq!(first.status, 200, "{:?}", first.json());
+    assert!(first.json()["text"].as_str().unwrap().contains("👍 1"));
+    assert_eq!(first.json()["counts"]["good"], 1);
+    c.post("/v1/turns", turn("t2"));
+    c.post("/v1/ratings", rate("e2", "t2", "42", json!(1)));
+    // The retry gets the first answer, not a fresh report.
+    assert_eq!(status().json(), first.json());
+    assert_eq!(rows(&bridge, "audit"), 1);
+    let live = c.call("GET", "/v1/status", &Value::Null).json();
+    assert_eq!(live["counts"]["good"], 2);
+}
+
+#[test]
 fn admin_commands_need_the_allowlist_and_are_rate_limited_per_sender() {
     let bridge = Bridge::start("admins = [\"42\"]\nadmin_per_minute = 3\n");
     let c = bridge.client();

@@ -8,7 +8,7 @@ use hyper::Method;
 
 use super::{BridgeArgs, existing, runtime};
 use crate::client::Client;
-use crate::store::{self, Counts, queries};
+use crate::store::{self, Counts};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,21 +48,14 @@ fn offline_status(dir: &crate::datadir::DataDir) -> Result<serde_json::Value> {
     let conn = store::open_ro(&dir.db_path())?;
     let control = crate::training::control_for(dir);
     let config = crate::config::Config::load(&dir.path(crate::datadir::CONFIG_FILE))?;
-    Ok(serde_json::json!({
-        "version": crate::VERSION,
-        "counts": Counts::load(&conn)?,
-        "reward_trend": queries::reward_trend(&conn, 16, 8)?,
-        "adapter": control.active_adapter(),
-        "training": queries::training_state(&conn)?,
-        "since_last_run": crate::training::samples::pending(&conn, &config.rewards.weights)?,
-        "gate": control.gate_status(),
-        "rewards": crate::rewards::summary::status_json(
-            &conn,
-            &config.rewards,
-            &config.serving,
-            crate::now_ms(),
-        )?,
-    }))
+    let counts = Counts::load(&conn)?;
+    Ok(crate::endpoints::status::report(
+        &conn,
+        counts,
+        &config,
+        &*control,
+        crate::now_ms(),
+    )?)
 }
 
 fn print_human(s: &serde_json::Value) {

@@ -5,7 +5,8 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Deserialize;
 
-use super::{check_id, parse_json, ratings, status};
+use super::status::Read;
+use super::{check_id, parse_json, ratings};
 use crate::protocol::ApiError;
 use crate::store::{Ctx, OpError, Reply};
 
@@ -42,7 +43,10 @@ pub fn parse(body: &[u8]) -> Result<Command, ApiError> {
 
 pub fn apply(c: &Command, ctx: &mut Ctx) -> Result<Reply, OpError> {
     let body = match c.name.as_str() {
-        "status" => status_reply(ctx)?,
+        "status" => {
+            audit(c, ctx, "status")?;
+            return Ok(Reply::read(Read::Chat(ctx.state.counts)));
+        }
         "undo" => undo(c, ctx)?,
         name => {
             admit(c, ctx)?;
@@ -66,6 +70,11 @@ pub fn apply(c: &Command, ctx: &mut Ctx) -> Result<Reply, OpError> {
             serde_json::json!({"text": text})
         }
     };
+    audit(c, ctx, body["text"].as_str().unwrap_or_default())?;
+    Ok(Reply::json(200, body))
+}
+
+fn audit(c: &Command, ctx: &Ctx, outcome: &str) -> rusqlite::Result<()> {
     ctx.tx.execute(
         "INSERT INTO audit (at, sender, session, name, args, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
@@ -74,10 +83,10 @@ pub fn apply(c: &Command, ctx: &mut Ctx) -> Result<Reply, OpError> {
             c.session,
             c.name,
             serde_json::to_string(&c.args).unwrap_or_default(),
-            body["text"].as_str().unwrap_or_default(),
+            outcome,
         ],
     )?;
-    Ok(Reply::json(200, body))
+    Ok(())
 }
 
 /// The admin allowlist, then at most `admin_per_minute` admin commands per sender.
@@ -108,77 +117,6 @@ fn admit(c: &Command, ctx: &mut Ctx) -> Result<(), OpError> {
     }
     hits.push_back(ctx.now_ms);
     Ok(())
-}
-
-fn status_reply(ctx: &mut Ctx) -> Result<serde_json::Value, OpError> {
-    let status = status::status_json(ctx)?;
-    let counts = ctx.state.counts;
-    let adapter = status["adapter"].as_str().unwrap_or("the base model");
-    let training = status["training"]["state"].as_str().unwrap_or("idle");
-    let since = &status["since_last_run"];
-    let mut text = format!(
-        "👍 {} · 👎 {} · {} ratings since the last run, {} turns to train on ({} ratings held out to check new versions) · serving {adapter} · training {training}",
-        counts.good,
-        counts.bad,
-        since["ratings"].as_u64().unwrap_or(0),
-        since["to_train"].as_u64().unwrap_or(0),
-        since["held_out"].as_u64().unwrap_or(0),
-    );
-    let rewards = &status["rewards"];
-    text.push_str(&format!(
-        "\nRewards: {}",
-        crate::rewards::summary::sources_line(rewards)
-    ));
-    if let Some(workers) = rewards["workers"].as_array()
-        && workers.len() > 1
-    {
-        let each: Vec<String> = workers
-            .iter()
-            .map(|w| {
-                let blended = &w["blended"];
-                match blended["mean"].as_f64() {
-                    Some(m) => format!(
-                        "{} {} ({m:+.2})",
-                        w["worker"].as_str().unwrap_or("?"),
-                        blended["turns"]
-                    ),
-                    None => format!("{} 0", w["worker"].as_str().unwrap_or("?")),
-                }
-            })
-            .collect();
-        text.push_str(&format!("\nBy worker: {}", each.join(" · ")));
-    }
-    let judge = &rewards["judge"];
-    if judge["state"] != "off" {
-        text.push_str(&format!(
-            "\nJudge {}: {} judged, {} failed, {}/{} calls this hour; turn text goes to {}",
-            judge["state"].as_str().unwrap_or("?"),
-            judge["judged"],
-            judge["failures"]["total"],
-            judge["calls_last_hour"],
-            judge["calls_per_hour"],
-            judge["text_goes_to"].as_str().unwrap_or("?"),
-        ));
-    }
-    let trend: Vec<f64> = status["reward_trend"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
-        .unwrap_or_default();
-    if let (Some(first), Some(last)) = (trend.first(), trend.last()) {
-        text.push_str(&format!(
-            "\nReward trend {} {first:+.2} → {last:+.2}",
-            crate::cli::sparkline(&trend)
-        ));
-    }
-    for key in ["active", "candidate"] {
-        if let Some(summary) = status["gate"][key]["summary"].as_str() {
-            text.push('\n');
-            text.push_str(summary);
-        }
-    }
-    let mut body = status;
-    body["text"] = text.into();
-    Ok(body)
 }
 
 /// Takes back the sender's most recent live rating in the session.

@@ -23,6 +23,12 @@ pub enum Op {
     Status,
     /// The background judge's outcome for one turn (not a request: it comes from the daemon).
     Judged(crate::rewards::judging::Judged),
+    /// A report read after its request committed, to remember as the answer to its event id.
+    Remember {
+        endpoint: &'static str,
+        event_id: String,
+        reply: Reply,
+    },
     /// The request was authentic but could not be parsed: only its nonce is used up.
     Refuse(ApiError),
 }
@@ -47,6 +53,11 @@ impl Op {
             Op::Command(c) => commands::apply(c, ctx),
             Op::Status => status::apply(ctx),
             Op::Judged(j) => crate::rewards::judging::apply(j, ctx),
+            Op::Remember {
+                endpoint,
+                event_id,
+                reply,
+            } => Ok(crate::store::remember(ctx.tx, endpoint, event_id, reply)?),
             Op::Refuse(e) => Err(OpError::Api(e.clone())),
         }
     }

@@ -3,6 +3,7 @@
 //! acknowledged request is on disk and throughput follows the disk's commit rate.
 
 mod counts;
+mod reader;
 mod schema;
 mod writer;
 
@@ -14,7 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use counts::Counts;
 pub use schema::latest_version;
-pub use writer::{Ctx, Job, OpError, Reply, Store, WriterHandle, WriterState};
+pub use writer::{Ctx, Job, OpError, Reply, Store, WriterHandle, WriterState, remember};
 
 /// Opens (creating if needed) the database for writing, migrated to the newest schema.
 pub fn open_rw(path: &Path) -> rusqlite::Result<Connection> {

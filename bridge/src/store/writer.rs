@@ -10,8 +10,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::counts::Counts;
+use super::reader::Reader;
 use crate::config::Config;
 use crate::endpoints::Op;
+use crate::endpoints::status::Read;
 use crate::protocol::{ApiError, NONCE_KEEP_S};
 use crate::training::TrainingControl;
 
@@ -27,11 +29,15 @@ const PRUNE_LIMIT: i64 = 5_000;
 const SLOW_COMMIT_MS: u64 = 1_000;
 
 /// A successful answer: a status and its JSON body, exactly as sent (and as remembered for
-/// idempotent retries).
+/// idempotent retries), or a report still to be read once the writer has committed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     pub status: u16,
     pub body: String,
+    /// Set by operations that only read: the writer uses up the nonce (and audits), and the
+    /// report is read afterwards on the reader's connection so that it never holds up writes.
+    /// Such answers are not remembered: a retry reads again.
+    pub read: Option<Read>,
 }
 
 impl Reply {
@@ -39,6 +45,15 @@ impl Reply {
         Reply {
             status,
             body: body.to_string(),
+            read: None,
+        }
+    }
+
+    pub fn read(read: Read) -> Reply {
+        Reply {
+            status: 200,
+            body: String::new(),
+            read: Some(read),
         }
     }
 }
@@ -71,6 +86,7 @@ pub struct Ctx<'a, 'c> {
 #[derive(Clone)]
 pub struct Store {
     jobs: mpsc::Sender<Job>,
+    reader: Arc<Reader>,
 }
 
 impl Store {
@@ -83,6 +99,8 @@ impl Store {
         let conn = super::open_rw(path)
             .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
         let counts = Counts::load(&conn)?;
+        let reader = Reader::open(path, config.clone(), control.clone())
+            .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
         let state = WriterState {
             counts,
@@ -91,11 +109,36 @@ impl Store {
         let thread = std::thread::Builder::new()
             .name("rlclaw-writer".into())
             .spawn(move || run(conn, rx, state, config, control))?;
-        Ok((Store { jobs }, WriterHandle { thread }))
+        let reader = Arc::new(reader);
+        Ok((Store { jobs, reader }, WriterHandle { thread }))
     }
 
-    /// Sends a job and waits for its answer.
+    /// Sends a job and waits for its answer. A job that asks for a report has it read once the
+    /// writer has committed; when its endpoint is idempotent, the report is then remembered as
+    /// the answer to its event id, like any other answer.
     pub async fn submit(&self, nonce: Option<String>, op: Op) -> Result<Reply, ApiError> {
+        let key = op
+            .idempotency_key()
+            .map(|(endpoint, event_id)| (endpoint, event_id.to_owned()));
+        let reply = self.send(nonce, op).await?;
+        let Some(read) = reply.read else {
+            return Ok(reply);
+        };
+        let report = self.reader.read(read).await?;
+        match key {
+            Some((endpoint, event_id)) => {
+                let remember = Op::Remember {
+                    endpoint,
+                    event_id,
+                    reply: report,
+                };
+                self.send(None, remember).await
+            }
+            None => Ok(report),
+        }
+    }
+
+    async fn send(&self, nonce: Option<String>, op: Op) -> Result<Reply, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job { nonce, op, reply })
@@ -281,22 +324,10 @@ fn apply_job(
         }
     }
     let key = job.op.idempotency_key();
-    if let Some((endpoint, event_id)) = &key {
-        let remembered = tx
-            .query_row(
-                "SELECT status, body FROM answers WHERE endpoint = ?1 AND event_id = ?2",
-                params![endpoint, event_id],
-                |r| {
-                    Ok(Reply {
-                        status: r.get(0)?,
-                        body: r.get(1)?,
-                    })
-                },
-            )
-            .optional()?;
-        if let Some(reply) = remembered {
-            return Ok(Ok(reply));
-        }
+    if let Some((endpoint, event_id)) = &key
+        && let Some(reply) = remembered(tx, endpoint, event_id)?
+    {
+        return Ok(Ok(reply));
     }
     tx.execute_batch("SAVEPOINT job")?;
     let saved = state.clone();
@@ -312,11 +343,9 @@ fn apply_job(
     };
     match answer {
         Ok(reply) => {
-            if let Some((endpoint, event_id)) = &key {
-                tx.execute(
-                    "INSERT INTO answers (endpoint, event_id, status, body) VALUES (?1, ?2, ?3, ?4)",
-                    params![endpoint, event_id, reply.status, reply.body],
-                )?;
+            // A report is remembered once it has been read (`Store::submit`).
+            if let Some((endpoint, event_id)) = key.filter(|_| reply.read.is_none()) {
+                remember(tx, endpoint, event_id, &reply)?;
             }
             tx.execute_batch("RELEASE job")?;
             Ok(Ok(reply))
@@ -328,6 +357,37 @@ fn apply_job(
         }
         Err(OpError::Storage(e)) => Err(e),
     }
+}
+
+/// The answer remembered for an event id, if any.
+fn remembered(tx: &Transaction, endpoint: &str, event_id: &str) -> rusqlite::Result<Option<Reply>> {
+    tx.query_row(
+        "SELECT status, body FROM answers WHERE endpoint = ?1 AND event_id = ?2",
+        params![endpoint, event_id],
+        |r| {
+            Ok(Reply {
+                status: r.get(0)?,
+                body: r.get(1)?,
+                read: None,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Remembers the first answer to an event id; returns the one that stays remembered (a retry
+/// that raced this one may have been first).
+pub fn remember(
+    tx: &Transaction,
+    endpoint: &str,
+    event_id: &str,
+    reply: &Reply,
+) -> rusqlite::Result<Reply> {
+    tx.execute(
+        "INSERT OR IGNORE INTO answers (endpoint, event_id, status, body) VALUES (?1, ?2, ?3, ?4)",
+        params![endpoint, event_id, reply.status, reply.body],
+    )?;
+    Ok(remembered(tx, endpoint, event_id)?.unwrap_or_else(|| reply.clone()))
 }
 
 fn training_generation(conn: &Connection) -> rusqlite::Result<i64> {

@@ -1,0 +1,51 @@
+//! The reader: a read-only connection for reports (status) that scan many rows. They run on
+//! tokio's blocking pool after the writer has committed the request's nonce, so that a status
+//! check at 100,000 turns never holds up the ratings queued behind it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+use super::Reply;
+use crate::config::Config;
+use crate::endpoints::status::{self, Read};
+use crate::protocol::ApiError;
+use crate::training::TrainingControl;
+
+pub struct Reader {
+    conn: Arc<Mutex<Connection>>,
+    config: Arc<Config>,
+    control: Arc<dyn TrainingControl>,
+}
+
+impl Reader {
+    pub fn open(
+        path: &Path,
+        config: Arc<Config>,
+        control: Arc<dyn TrainingControl>,
+    ) -> rusqlite::Result<Reader> {
+        Ok(Reader {
+            conn: Arc::new(Mutex::new(super::open_ro(path)?)),
+            config,
+            control,
+        })
+    }
+
+    /// Reads the report a committed request asked for.
+    pub async fn read(&self, read: Read) -> Result<Reply, ApiError> {
+        let (conn, config, control) =
+            (self.conn.clone(), self.config.clone(), self.control.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            // A panic in an earlier report leaves nothing half-written: reads change nothing.
+            let conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            status::read(&read, &conn, &config, &*control, crate::now_ms())
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("The report failed: {e}.")))?;
+        answer.map_err(|e| {
+            tracing::error!("a report could not be read: {e}");
+            ApiError::internal("The bridge could not read its database for this report.")
+        })
+    }
+}
