@@ -305,7 +305,7 @@ impl Turns {
         } else if let Some(tid) = conv.last_turn.clone() {
             // A late chunk of a turn already captured: remember its ids for reactions.
             let inbound_ids = conv.inbound_ids.clone();
-            if let Some(t) = self.captured.iter_mut().find(|t| t.turn_id == tid) {
+            if let Some(t) = self.captured.iter_mut().rev().find(|t| t.turn_id == tid) {
                 let mut ids = t.message_ids.clone();
                 for id in &m.message_ids {
                     if !ids.contains(id) {
@@ -315,6 +315,13 @@ impl Turns {
                 t.message_ids = expand_ids(&t.channel, None, &ids, &inbound_ids);
             }
         }
+    }
+
+    /// Flushes the conversation's pending turn, and gives it back as remembered for ratings.
+    fn flush_turn(&mut self, i: usize, lim: Limits) -> (Option<Capture>, Option<Turn>) {
+        let cap = self.flush_conv(i, lim);
+        let turn = cap.as_ref().and_then(|c| self.by_id(&c.turn_id));
+        (cap, turn)
     }
 
     /// Flushes the conversation's pending turn if it has a reply.
@@ -373,7 +380,14 @@ impl Turns {
         if self.captured.len() >= MAX_TURNS {
             self.captured.pop_front();
         }
-        self.captured.push_back(turn);
+        // Kept in order of `at`, so that "the latest" is the first match from the back (a turn
+        // that started earlier can be flushed later, by its quiet period).
+        let pos = self
+            .captured
+            .iter()
+            .rposition(|t| t.at <= turn.at)
+            .map_or(0, |i| i + 1);
+        self.captured.insert(pos, turn);
         Some(Capture {
             turn_id: p.turn_id,
             body,
@@ -435,14 +449,10 @@ impl Turns {
         let captured = self
             .captured
             .iter()
-            .filter(|t| t.session == session && t.sender == sender)
-            .max_by_key(|t| t.at);
+            .rev()
+            .find(|t| t.sender == sender && t.session == session);
         match (pending, captured) {
-            (Some((i, at)), c) if c.is_none_or(|t| at >= t.at) => {
-                let cap = self.flush_conv(i, lim);
-                let turn = self.captured.back().cloned();
-                (cap, turn)
-            }
+            (Some((i, at)), c) if c.is_none_or(|t| at >= t.at) => self.flush_turn(i, lim),
             (_, Some(t)) => (None, Some(t.clone())),
             _ => (None, None),
         }
@@ -491,8 +501,7 @@ impl Turns {
                 })
         });
         if let Some(i) = pending {
-            let cap = self.flush_conv(i, lim);
-            return (cap, self.captured.back().cloned());
+            return self.flush_turn(i, lim);
         }
         let t = self.captured.iter().rev().find(|t| {
             t.channel == channel
@@ -692,6 +701,23 @@ mod tests {
         assert_eq!(turn.sender, "bob");
         assert!(turn.group);
         assert!(t.latest("agent:main:main", "carol", LIM).1.is_none());
+    }
+
+    #[test]
+    fn latest_is_the_turn_that_started_last_even_when_flushed_first() {
+        let mut t = Turns::new();
+        // One person in two chats of the same session: the older turn's reply comes last.
+        t.inbound(0, &inb("a", "42", "1", "slow question"), LIM);
+        t.inbound(5, &inb("b", "42", "2", "quick question"), LIM);
+        t.outbound(6, &out("b", &["3"], "quick answer"), LIM);
+        t.outbound(7, &out("a", &["4"], "slow answer"), LIM);
+        assert!(t.inbound(8, &inb("b", "42", "5", "thanks"), LIM).is_some());
+        assert_eq!(t.tick(7 + QUIET_MS, LIM).len(), 1);
+        let order: Vec<u64> = t.captured().map(|turn| turn.at).collect();
+        assert_eq!(order, [0, 5]);
+        let (cap, turn) = t.latest("agent:main:main", "42", LIM);
+        assert!(cap.is_none());
+        assert_eq!(turn.unwrap().message_ids, ["3"]);
     }
 
     #[test]
