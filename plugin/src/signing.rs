@@ -73,6 +73,18 @@ impl Key {
         self.keyed.clone()
     }
 
+    /// The MAC over canonical lines joined by `\n`, fed in without building the joined string.
+    fn mac_of(&self, lines: &[&str]) -> HmacSha256 {
+        let mut mac = self.mac();
+        for (i, line) in lines.iter().enumerate() {
+            if i > 0 {
+                mac.update(b"\n");
+            }
+            mac.update(line.as_bytes());
+        }
+        mac
+    }
+
     /// The four `X-Rlclaw-*` headers (and Content-Type when there is a body) for a request.
     pub fn sign_request(
         &self,
@@ -83,13 +95,9 @@ impl Key {
         body: &[u8],
     ) -> Vec<Header> {
         let ts = timestamp.to_string();
-        let canonical = format!(
-            "rlclaw-v1\n{ts}\n{nonce}\n{}\n{path}\n{}",
-            method.to_ascii_uppercase(),
-            sha256_hex(body)
-        );
-        let mut mac = self.mac();
-        mac.update(canonical.as_bytes());
+        let method = method.to_ascii_uppercase();
+        let body_hash = sha256_hex(body);
+        let mac = self.mac_of(&["rlclaw-v1", &ts, nonce, &method, path, &body_hash]);
         let sig = hex(&mac.finalize().into_bytes());
         let mut headers = vec![
             ("x-rlclaw-key-id".to_string(), self.id.clone()),
@@ -105,12 +113,8 @@ impl Key {
 
     /// The `X-Rlclaw-Signature` value the bridge puts on a response (for tests and stand-ins).
     pub fn sign_response(&self, timestamp: u64, nonce: &str, status: u16, body: &[u8]) -> String {
-        let canonical = format!(
-            "rlclaw-v1-response\n{timestamp}\n{nonce}\n{status}\n{}",
-            sha256_hex(body)
-        );
-        let mut mac = self.mac();
-        mac.update(canonical.as_bytes());
+        let (ts, status) = (timestamp.to_string(), status.to_string());
+        let mac = self.mac_of(&["rlclaw-v1-response", &ts, nonce, &status, &sha256_hex(body)]);
         format!("v1={}", hex(&mac.finalize().into_bytes()))
     }
 
@@ -140,12 +144,8 @@ impl Key {
             .filter(|h| h.len() == 64)
             .ok_or("the response signature is malformed")?;
         let sig_bytes = decode_hex(sig_hex).ok_or("the response signature is malformed")?;
-        let canonical = format!(
-            "rlclaw-v1-response\n{ts}\n{nonce}\n{status}\n{}",
-            sha256_hex(body)
-        );
-        let mut mac = self.mac();
-        mac.update(canonical.as_bytes());
+        let status = status.to_string();
+        let mac = self.mac_of(&["rlclaw-v1-response", ts, nonce, &status, &sha256_hex(body)]);
         mac.verify_slice(&sig_bytes)
             .map_err(|_| "the response signature does not verify".to_string())?;
         let t: u64 = ts

@@ -3,6 +3,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -132,10 +133,43 @@ struct MessageRating {
     reply_to: Option<String>,
 }
 
+/// Which turn a rating is for, in `/v1/ratings`' own shapes.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Target<'a> {
+    /// `{"turn_id": ...}`
+    TurnId(&'a str),
+    /// `{"latest": {"session": ..., "sender": ...}}`
+    Latest { session: &'a str, sender: &'a str },
+    /// `{"channel": ..., "chat": ..., "message_id": ...}`
+    #[serde(untagged)]
+    Message {
+        channel: &'a str,
+        chat: &'a str,
+        message_id: &'a str,
+    },
+}
+
+/// The body of one `POST` or `DELETE /v1/ratings`, serialised straight from borrowed fields.
+#[derive(Serialize)]
+struct RatingBody<'a> {
+    event_id: &'a str,
+    target: &'a Target<'a>,
+    rater: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emoji: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
 /// What goes into one `POST` or `DELETE /v1/ratings`.
 struct Rating<'a> {
     event_id: String,
-    target: Value,
+    target: Target<'a>,
     rater: &'a str,
     /// None: take the rating back.
     value: Option<f64>,
@@ -359,36 +393,28 @@ impl Plugin {
         self.retry_held(now, fx);
     }
 
-    fn target_json(turn: Option<&Turn>, session: &str, sender: &str) -> Value {
+    fn target<'a>(turn: Option<&'a Turn>, session: &'a str, sender: &'a str) -> Target<'a> {
         match turn {
-            Some(t) => json!({"turn_id": t.turn_id}),
-            None => json!({"latest": {"session": session, "sender": sender}}),
+            Some(t) => Target::TurnId(&t.turn_id),
+            None => Target::Latest { session, sender },
         }
     }
 
     fn enqueue_rating(&mut self, now: u64, r: Rating, fx: &mut Vec<Effect>) {
-        let (kind, method, body) = match r.value {
-            Some(v) => {
-                let mut b = json!({
-                    "event_id": r.event_id,
-                    "target": r.target,
-                    "rater": r.rater,
-                    "value": v,
-                    "source": r.source,
-                });
-                if let Some(e) = r.emoji {
-                    b["emoji"] = json!(e);
-                }
-                if let Some(why) = r.reason {
-                    b["reason"] = json!(why);
-                }
-                (JobKind::Rate { good: v > 0.0 }, "POST", b)
-            }
-            None => (
-                JobKind::Unrate,
-                "DELETE",
-                json!({"event_id": r.event_id, "target": r.target, "rater": r.rater}),
-            ),
+        let (kind, method) = match r.value {
+            Some(v) => (JobKind::Rate { good: v > 0.0 }, "POST"),
+            None => (JobKind::Unrate, "DELETE"),
+        };
+        // Taking a rating back names only the event, the turn and the rater.
+        let rated = r.value.is_some();
+        let body = RatingBody {
+            event_id: &r.event_id,
+            target: &r.target,
+            rater: r.rater,
+            value: r.value,
+            source: Some(r.source).filter(|_| rated),
+            emoji: r.emoji.filter(|_| rated),
+            reason: r.reason.filter(|_| rated),
         };
         let mut reply_to = r.reply_to.map(String::from);
         if let Some(to) = &reply_to
@@ -402,7 +428,7 @@ impl Plugin {
                 kind,
                 method,
                 path: "/v1/ratings",
-                body: serde_json::to_vec(&body).expect("JSON serialises"),
+                body: serde_json::to_vec(&body).expect("a rating serialises"),
                 reply_to,
                 not_found: r.not_found,
                 created_at: now,
@@ -433,7 +459,7 @@ impl Plugin {
                 let lim = self.limits();
                 let (cap, turn) = self.turns.latest(session, &c.sender, lim);
                 self.enqueue_capture(now, cap, fx);
-                let target = Self::target_json(turn.as_ref(), session, &c.sender);
+                let target = Self::target(turn.as_ref(), session, &c.sender);
                 self.enqueue_rating(
                     now,
                     Rating {
@@ -623,7 +649,7 @@ impl Plugin {
             now,
             Rating {
                 event_id: m.event_id,
-                target: json!({"turn_id": t.turn_id}),
+                target: Target::TurnId(&t.turn_id),
                 rater: &rater,
                 value: m.value,
                 source: m.source,
@@ -644,7 +670,11 @@ impl Plugin {
             }
             return;
         };
-        let target = json!({"channel": m.channel, "chat": chat, "message_id": m.message_id});
+        let target = Target::Message {
+            channel: &m.channel,
+            chat,
+            message_id: &m.message_id,
+        };
         self.enqueue_rating(
             now,
             Rating {
@@ -724,7 +754,7 @@ impl Plugin {
             now,
             Rating {
                 event_id: event_id("poll", &[&m.place.channel, chat, v.poll_ref, &m.sender, id]),
-                target: json!({"turn_id": turn.turn_id}),
+                target: Target::TurnId(&turn.turn_id),
                 rater: &m.sender,
                 value: Some(value),
                 source: "poll",
@@ -1085,6 +1115,48 @@ mod tests {
                 args: "good".into(),
             }),
         )
+    }
+
+    #[test]
+    fn rating_bodies_take_the_protocols_shapes() {
+        let body = |target: Target, value: Option<f64>| {
+            let rated = value.is_some();
+            let b = RatingBody {
+                event_id: "e1",
+                target: &target,
+                rater: "42",
+                value,
+                source: Some("reaction").filter(|_| rated),
+                emoji: Some("👍").filter(|_| rated),
+                reason: None,
+            };
+            serde_json::to_value(&b).unwrap()
+        };
+        assert_eq!(
+            body(Target::TurnId("t-1"), Some(1.0)),
+            json!({"event_id": "e1", "target": {"turn_id": "t-1"}, "rater": "42",
+                   "value": 1.0, "source": "reaction", "emoji": "👍"})
+        );
+        assert_eq!(
+            body(
+                Target::Latest {
+                    session: S,
+                    sender: "42"
+                },
+                Some(-0.5)
+            )["target"],
+            json!({"latest": {"session": S, "sender": "42"}})
+        );
+        let by_message = Target::Message {
+            channel: "telegram",
+            chat: "42",
+            message_id: "7",
+        };
+        assert_eq!(
+            body(by_message, None),
+            json!({"event_id": "e1", "rater": "42",
+                   "target": {"channel": "telegram", "chat": "42", "message_id": "7"}})
+        );
     }
 
     #[test]
