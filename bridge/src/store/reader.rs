@@ -2,7 +2,7 @@
 //! tokio's blocking pool after the writer has committed the request's nonce, so that a status
 //! check at 100,000 turns never holds up the ratings queued behind it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
@@ -14,32 +14,39 @@ use crate::protocol::ApiError;
 use crate::training::TrainingControl;
 
 pub struct Reader {
-    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    /// Opened on the first report: an idle daemon keeps no second connection's memory.
+    conn: Arc<Mutex<Option<Connection>>>,
     config: Arc<Config>,
     control: Arc<dyn TrainingControl>,
 }
 
 impl Reader {
-    pub fn open(
-        path: &Path,
-        config: Arc<Config>,
-        control: Arc<dyn TrainingControl>,
-    ) -> rusqlite::Result<Reader> {
-        Ok(Reader {
-            conn: Arc::new(Mutex::new(super::open_ro(path)?)),
+    pub fn new(path: &Path, config: Arc<Config>, control: Arc<dyn TrainingControl>) -> Reader {
+        Reader {
+            path: path.to_owned(),
+            conn: Arc::new(Mutex::new(None)),
             config,
             control,
-        })
+        }
     }
 
     /// Reads the report a committed request asked for.
     pub async fn read(&self, read: Read) -> Result<Reply, ApiError> {
-        let (conn, config, control) =
-            (self.conn.clone(), self.config.clone(), self.control.clone());
+        let (path, conn, config, control) = (
+            self.path.clone(),
+            self.conn.clone(),
+            self.config.clone(),
+            self.control.clone(),
+        );
         let answer = tokio::task::spawn_blocking(move || {
             // A panic in an earlier report leaves nothing half-written: reads change nothing.
-            let conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            status::read(&read, &conn, &config, &*control, crate::now_ms())
+            let mut slot = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let conn = match &mut *slot {
+                Some(open) => open,
+                empty @ None => empty.insert(super::open_ro(&path)?),
+            };
+            status::read(&read, conn, &config, &*control, crate::now_ms())
         })
         .await
         .map_err(|e| ApiError::internal(format!("The report failed: {e}.")))?;

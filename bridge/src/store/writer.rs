@@ -99,8 +99,7 @@ impl Store {
         let conn = super::open_rw(path)
             .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
         let counts = Counts::load(&conn)?;
-        let reader = Reader::open(path, config.clone(), control.clone())
-            .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
+        let reader = Reader::new(path, config.clone(), control.clone());
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
         let state = WriterState {
             counts,
