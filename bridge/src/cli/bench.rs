@@ -259,6 +259,9 @@ struct Report {
     errors: u64,
     ok_per_s: f64,
     latency_ms: Percentiles,
+    /// At a fixed rate: how late tokio's timer sent requests that waited for nothing else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule_lag_ms: Option<Percentiles>,
     rss_idle_kb: Option<u64>,
     rss_peak_kb: Option<u64>,
 }
@@ -270,6 +273,19 @@ struct Percentiles {
     p99: f64,
     p999: f64,
     max: f64,
+}
+
+impl Percentiles {
+    fn of(micros: &Histogram<u64>) -> Percentiles {
+        let ms = |q: f64| micros.value_at_quantile(q) as f64 / 1000.0;
+        Percentiles {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: micros.max() as f64 / 1000.0,
+        }
+    }
 }
 
 async fn ingest(
@@ -311,12 +327,17 @@ async fn ingest(
         let (workload, connections, rate) = (args.workload, args.connections, args.rate);
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut lag = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let mut conn = Conn { addr, sender: None };
-            // At a fixed rate each connection has a schedule; latency counts from the planned
-            // send time, so a stall is charged to every request it delays.
+            // At a fixed rate each connection has a schedule; a request that had to wait for the
+            // previous answer is timed from its planned send time, so a stall is charged to every
+            // request it delays (coordinated omission). One that waited only for tokio's timer,
+            // which wakes on whole milliseconds, is timed from when it was sent: that lateness is
+            // the tool's, and is reported apart as the schedule lag.
             let interval =
                 (rate > 0).then(|| Duration::from_secs_f64(connections as f64 / rate as f64));
             let mut i = 0u64;
+            let mut answered_at = start;
             let conn_pool: &[String] = pool.get(c).map(Vec::as_slice).unwrap_or(&[]);
             while start.elapsed() < duration {
                 let planned = match interval {
@@ -328,7 +349,14 @@ async fn ingest(
                             break;
                         }
                         tokio::time::sleep_until(at.into()).await;
-                        at
+                        if answered_at > at {
+                            at
+                        } else {
+                            let sent = Instant::now();
+                            let late = sent.duration_since(at).as_micros() as u64;
+                            let _ = lag.record(late.clamp(1, 60_000_000));
+                            sent
+                        }
                     }
                     None => Instant::now(),
                 };
@@ -346,6 +374,7 @@ async fn ingest(
                         let _ = hist.record(us.min(60_000_000));
                     }
                 }
+                answered_at = Instant::now();
                 if good {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -353,7 +382,7 @@ async fn ingest(
                 }
                 i += 1;
             }
-            anyhow::Ok(hist)
+            anyhow::Ok((hist, lag))
         }));
     }
     let mut rss_peak = None;
@@ -367,12 +396,13 @@ async fn ingest(
     };
     sampler.await;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut lag = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for t in tasks {
-        let h = t.await??;
+        let (h, l) = t.await??;
         hist.add(&h)?;
+        lag.add(&l)?;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let ok = ok.load(Ordering::Relaxed);
     Ok(Report {
         peer: format!(
@@ -390,13 +420,8 @@ async fn ingest(
         ok,
         errors: errors.load(Ordering::Relaxed),
         ok_per_s: ok as f64 / elapsed,
-        latency_ms: Percentiles {
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            p999: ms(0.999),
-            max: hist.max() as f64 / 1000.0,
-        },
+        latency_ms: Percentiles::of(&hist),
+        schedule_lag_ms: (args.rate > 0 && !lag.is_empty()).then(|| Percentiles::of(&lag)),
         rss_idle_kb: rss_idle,
         rss_peak_kb: rss_peak.max(pid.and_then(|p| rss_kb(p, "VmHWM"))),
     })
@@ -433,6 +458,12 @@ fn print_report(r: &Report) {
         "  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
         l.p50, l.p90, l.p99, l.p999, l.max
     );
+    if let Some(l) = &r.schedule_lag_ms {
+        println!(
+            "  the tool's schedule lag ms (not in the latency): p50 {:.2}  p99 {:.2}  max {:.2}",
+            l.p50, l.p99, l.max
+        );
+    }
     if let (Some(idle), Some(peak)) = (r.rss_idle_kb, r.rss_peak_kb) {
         println!(
             "  server RSS: idle {:.1} MB, peak {:.1} MB",
