@@ -6,64 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rlclaw_tests::bridge::{Bridge, Signed, rlclaw_bin, workspace_root};
-use rlclaw_trainer::model::Arch;
+use rlclaw_tests::bridge::{Bridge, Signed, workspace_root};
+use rlclaw_tests::cli::{ok, ok_json, rlclaw, scratch, tiny_model, training_config};
 use rlclaw_trainer::{AdapterStore, LoraWeights, is_held_out};
 use serde_json::{Value, json};
 
 const LIKED: &str = "Sure: short answer.";
 const DISLIKED: &str = "A very long and winding answer that goes on.";
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rlclaw-gate-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn tiny_model(dir: &Path) -> PathBuf {
-    let model = dir.join("tiny-model");
-    rlclaw_trainer::tiny::write_tiny_model(&model, Arch::Llama, 7).expect("tiny model");
-    model
-}
-
-fn config(model: &Path, extra: &str) -> String {
-    format!(
-        "{extra}\n[training]\nauto_after = 0\npreset = \"aggressive\"\nmodel = \"{}\"\n",
-        model.display()
-    )
-}
-
-fn rlclaw(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(rlclaw_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RLCLAW_LOG", "warn")
-        .output()
-        .expect("rlclaw runs")
-}
-
-/// Runs rlclaw, expects success, returns stdout.
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = rlclaw(dir, args);
-    assert!(
-        out.status.success(),
-        "rlclaw {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ok_json(dir: &Path, args: &[&str]) -> Value {
-    let text = ok(dir, args);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
-}
-
-fn status(c: &Signed) -> Value {
-    c.call("GET", "/v1/status", &Value::Null).json()
-}
 
 fn chat(c: &Signed, event: &str, name: &str, sender: &str, args: &[&str]) -> Value {
     let r = c.post(
@@ -128,9 +77,9 @@ fn store(bridge: &Bridge) -> AdapterStore {
 
 #[test]
 fn held_out_turns_are_never_trained_on_and_only_check_new_versions() {
-    let tmp = scratch("heldout");
+    let tmp = scratch("gate", "heldout");
     let model = tiny_model(&tmp);
-    let bridge = Bridge::start(&config(&model, "admins = [\"42\"]"));
+    let bridge = Bridge::start(&training_config(&model, "admins = [\"42\"]"));
     let c = bridge.client();
     let held = rate_turns(&c, 40);
     assert_eq!(held, ["t5", "t20", "t27", "t28"], "the choice is stable");
@@ -180,7 +129,7 @@ fn held_out_turns_are_never_trained_on_and_only_check_new_versions() {
     assert_eq!(trained, expected, "every other rated turn was trained once");
 
     // Nothing waits: the held-out ratings were used to check versions, not left pending.
-    let s = status(&c);
+    let s = c.status();
     assert_eq!(s["counts"]["untrained"], 0, "{s}");
     assert_eq!(s["since_last_run"]["ratings"], 0);
     // history marks them.
@@ -213,9 +162,9 @@ fn held_out_turns_are_never_trained_on_and_only_check_new_versions() {
 
 /// v1 trained on ratings that agree with the held-out ones; v2 on ratings against them.
 fn promoted_then_held(tag: &str, extra: &str) -> (PathBuf, Bridge, Value, Value) {
-    let tmp = scratch(tag);
+    let tmp = scratch("gate", tag);
     let model = tiny_model(&tmp);
-    let bridge = Bridge::start(&config(&model, extra));
+    let bridge = Bridge::start(&training_config(&model, extra));
     let c = bridge.client();
     rate_turns(&c, 40);
     let first = ok_json(bridge.data_dir(), &["train", "--json"]);
@@ -262,7 +211,7 @@ fn the_gate_promotes_an_adapter_that_leans_your_way_and_keeps_a_worse_one_as_a_c
     assert!(summary.contains("below v1's"), "{summary}");
 
     // Every place a person looks says so, with the figures.
-    let s = status(&c);
+    let s = c.status();
     assert_eq!(s["adapter"], "v1");
     assert_eq!(s["gate"]["active"]["version"], "v1");
     assert_eq!(s["gate"]["active"]["decision"], "gate");
@@ -311,7 +260,7 @@ fn an_admin_can_force_a_held_back_candidate_from_the_terminal_or_the_chat() {
             .contains("by an admin's choice; the gate had held it back"),
         "{out}"
     );
-    let s = status(&c);
+    let s = c.status();
     assert_eq!(s["adapter"], "v2");
     assert_eq!(s["gate"]["active"]["decision"], "forced");
     assert!(s["gate"]["candidate"].is_null(), "{s}");
@@ -350,20 +299,20 @@ fn an_admin_can_force_a_held_back_candidate_from_the_terminal_or_the_chat() {
     let info = store(&bridge).get("v3").unwrap();
     assert_eq!(info.metadata.forced.unwrap().by, "42");
     let v3 = "v3";
-    assert_eq!(status(&c)["adapter"], v3);
+    assert_eq!(c.status()["adapter"], v3);
     // An unknown version is a clear error and changes nothing.
     let out = rlclaw(bridge.data_dir(), &["promote", "v9"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such version"));
-    assert_eq!(status(&c)["adapter"], v3);
+    assert_eq!(c.status()["adapter"], v3);
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
 #[test]
 fn too_few_held_out_ratings_fall_back_to_the_drift_check_and_say_so() {
-    let tmp = scratch("few");
+    let tmp = scratch("gate", "few");
     let model = tiny_model(&tmp);
-    let bridge = Bridge::start(&config(&model, ""));
+    let bridge = Bridge::start(&training_config(&model, ""));
     let c = bridge.client();
     assert_eq!(rate_turns(&c, 8), ["t5"]);
     let outcome = ok_json(bridge.data_dir(), &["train", "--json"]);
@@ -394,15 +343,15 @@ fn too_few_held_out_ratings_fall_back_to_the_drift_check_and_say_so() {
         .unwrap()
         .to_string();
     assert!(text.contains("drift check alone"), "{text}");
-    assert_eq!(status(&c)["adapter"], "v1");
+    assert_eq!(c.status()["adapter"], "v1");
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
 #[test]
 fn history_shows_the_hints_given_with_ratings() {
-    let tmp = scratch("history");
+    let tmp = scratch("gate", "history");
     let model = tiny_model(&tmp);
-    let bridge = Bridge::start(&config(&model, ""));
+    let bridge = Bridge::start(&training_config(&model, ""));
     let c = bridge.client();
     rate_turns(&c, 3);
     let rows: Vec<Value> = ok(bridge.data_dir(), &["history", "--json"])
@@ -595,9 +544,9 @@ fn import(dir: &Path, adapter: &Path, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn an_imported_peft_adapter_is_checked_gated_and_served_like_a_trained_one() {
-    let tmp = scratch("import");
+    let tmp = scratch("gate", "import");
     let model = tiny_model(&tmp);
-    let bridge = Bridge::start(&config(&model, ""));
+    let bridge = Bridge::start(&training_config(&model, ""));
     let c = bridge.client();
     let adapter = tmp.join("peft-qv");
     // PEFT's default for Llama: q_proj and v_proj only; B saved in half precision.
@@ -653,7 +602,7 @@ fn an_imported_peft_adapter_is_checked_gated_and_served_like_a_trained_one() {
     assert_eq!(k_b.to_scalar::<f32>().unwrap(), 0.0);
     let q_b = w.layers[0][0].1.abs().unwrap().sum_all().unwrap();
     assert!(q_b.to_scalar::<f32>().unwrap() > 0.0);
-    assert_eq!(status(&c)["adapter"], "v1");
+    assert_eq!(c.status()["adapter"], "v1");
     let listing = ok(bridge.data_dir(), &["adapters"]);
     assert!(listing.contains("imported from"), "{listing}");
 
@@ -692,9 +641,9 @@ fn an_imported_peft_adapter_is_checked_gated_and_served_like_a_trained_one() {
 
 #[test]
 fn an_imported_adapter_that_drifts_beyond_the_presets_bound_is_kept_as_a_candidate() {
-    let tmp = scratch("drift");
+    let tmp = scratch("gate", "drift");
     let model = tiny_model(&tmp);
-    let bridge = Bridge::start(&config(&model, ""));
+    let bridge = Bridge::start(&training_config(&model, ""));
     let adapter = tmp.join("wild");
     write_adapter(
         &adapter,
@@ -728,7 +677,7 @@ fn an_imported_adapter_that_drifts_beyond_the_presets_bound_is_kept_as_a_candida
         "{text}"
     );
     assert!(text.contains("`rlclaw promote v1`"), "{text}");
-    let s = status(&bridge.client());
+    let s = bridge.client().status();
     assert!(s["adapter"].is_null(), "the base model still serves: {s}");
     assert_eq!(s["gate"]["candidate"]["version"], "v1");
     assert_eq!(
@@ -740,9 +689,9 @@ fn an_imported_adapter_that_drifts_beyond_the_presets_bound_is_kept_as_a_candida
 
 #[test]
 fn a_mismatched_adapter_is_refused_with_a_clear_error_and_changes_nothing() {
-    let tmp = scratch("mismatch");
+    let tmp = scratch("gate", "mismatch");
     let model = tiny_model(&tmp);
-    let bridge = Bridge::start(&config(&model, ""));
+    let bridge = Bridge::start(&training_config(&model, ""));
     let qv = ["q_proj", "v_proj"];
     let fine = || lora_tensors(4, &qv, 2, 0.05);
     let cfg = |base: Option<&str>| peft_config(4, &qv, base);
@@ -862,7 +811,7 @@ fn a_mismatched_adapter_is_refused_with_a_clear_error_and_changes_nothing() {
 
 #[test]
 fn an_adapter_trained_elsewhere_for_smollm2_fits_the_demo_model_by_its_hub_name() {
-    let tmp = scratch("smollm2");
+    let tmp = scratch("gate", "smollm2");
     let model = rlclaw_tests::model::smollm2();
     let bridge = Bridge::start(&format!(
         "[training]\nauto_after = 0\nmodel = \"{}\"\n",
@@ -902,6 +851,6 @@ fn an_adapter_trained_elsewhere_for_smollm2_fits_the_demo_model_by_its_hub_name(
         drift["perplexity_change"].as_f64().unwrap().abs() < 0.01,
         "{drift}"
     );
-    assert_eq!(status(&bridge.client())["adapter"], "v1");
+    assert_eq!(bridge.client().status()["adapter"], "v1");
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -6,36 +6,17 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rlclaw_tests::bridge::{Bridge, Signed, rlclaw_bin};
+use rlclaw_tests::cli::{ok_json, rlclaw, tiny_model};
 use rlclaw_trainer::is_held_out;
 use serde_json::{Value, json};
 
 // ---- helpers ----
-
-fn rlclaw(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(rlclaw_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RLCLAW_LOG", "warn")
-        .output()
-        .expect("rlclaw runs")
-}
-
-fn ok_json(dir: &Path, args: &[&str]) -> Value {
-    let out = rlclaw(dir, args);
-    assert!(
-        out.status.success(),
-        "rlclaw {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
 
 /// `rlclaw history --json`, one object per turn id.
 fn history(dir: &Path) -> Vec<Value> {
@@ -51,10 +32,6 @@ fn turn_in<'a>(rows: &'a [Value], id: &str) -> &'a Value {
     rows.iter()
         .find(|r| r["turn_id"] == id)
         .unwrap_or_else(|| panic!("{id} is not in history: {rows:?}"))
-}
-
-fn status(c: &Signed) -> Value {
-    c.call("GET", "/v1/status", &Value::Null).json()
 }
 
 fn close(v: &Value, expected: f64) -> bool {
@@ -102,7 +79,7 @@ fn rate(c: &Signed, id: &str, value: f64) {
 fn wait_for(c: &Signed, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = status(c);
+        let s = c.status();
         if done(&s) {
             return s;
         }
@@ -258,7 +235,7 @@ fn a_rollouts_automatic_reward_is_answered_kept_on_its_own_and_blended() {
     assert!(close(&row["rewards"]["blended"], 0.606), "{row}");
     assert_eq!(row["worker"], "phone-aa");
 
-    let s = status(&c);
+    let s = c.status();
     assert_eq!(s["rewards"]["sources"]["automatic"]["turns"], 1, "{s}");
     assert_eq!(s["rewards"]["sources"]["human"]["turns"], 0);
     assert_eq!(
@@ -328,7 +305,7 @@ fn a_thumbs_down_is_never_trained_as_good_because_the_machines_liked_it() {
     assert!(close(&agreed["blended"], 1.0), "{agreed}");
 
     // Status: per source and per worker.
-    let s = status(&c);
+    let s = c.status();
     let r = &s["rewards"];
     assert_eq!(r["sources"]["human"]["turns"], 3, "{r}");
     assert!(close(&r["sources"]["human"]["mean"], 0.333), "{r}");
@@ -409,13 +386,6 @@ fn reward_settings_that_cannot_work_stop_serve_with_a_message_naming_them() {
 
 // ---- training on blended rewards ----
 
-fn tiny_model(dir: &Path) -> PathBuf {
-    let model = dir.join("tiny-model");
-    rlclaw_trainer::tiny::write_tiny_model(&model, rlclaw_trainer::model::Arch::Llama, 7)
-        .expect("tiny model");
-    model
-}
-
 #[test]
 fn turns_with_only_machine_rewards_count_toward_training_and_are_marked_trained() {
     let tmp = std::env::temp_dir().join(format!("rlclaw-rewards-train-{}", std::process::id()));
@@ -446,7 +416,7 @@ fn turns_with_only_machine_rewards_count_toward_training_and_are_marked_trained(
     capture(&c, "plain");
 
     // The threshold the scheduler checks counts these turns, though nobody rated them.
-    let s = status(&c);
+    let s = c.status();
     assert_eq!(
         s["since_last_run"],
         json!({"ratings": 0, "to_train": 3, "held_out": 0}),
@@ -478,7 +448,7 @@ fn turns_with_only_machine_rewards_count_toward_training_and_are_marked_trained(
 
     // A person's rating on a trained turn is news: the turn waits again, with the human's sign.
     rate(&c, &turn[0], -1.0);
-    let s = status(&c);
+    let s = c.status();
     assert_eq!(
         s["since_last_run"],
         json!({"ratings": 1, "to_train": 1, "held_out": 0}),
@@ -486,7 +456,7 @@ fn turns_with_only_machine_rewards_count_toward_training_and_are_marked_trained(
     );
     let outcome = ok_json(bridge.data_dir(), &["train", "--json"]);
     assert_eq!(outcome["samples"], 1, "{outcome}");
-    assert_eq!(status(&c)["since_last_run"]["to_train"], 0);
+    assert_eq!(c.status()["since_last_run"]["to_train"], 0);
     let out = rlclaw(bridge.data_dir(), &["train"]);
     assert!(!out.status.success(), "nothing new is left");
     let _ = std::fs::remove_dir_all(&tmp);
@@ -589,7 +559,7 @@ fn the_judge_stops_when_the_hourly_budget_is_spent() {
         s["rewards"]["judge"]["judged"] == 2
     });
     std::thread::sleep(Duration::from_millis(1500));
-    let s = status(&c);
+    let s = c.status();
     let j = &s["rewards"]["judge"];
     assert_eq!(j["judged"], 2, "{j}");
     assert_eq!(j["calls_last_hour"], 2);

@@ -2,27 +2,14 @@
 //! an admin's `/rl train` through the daemon's scheduler) makes a new adapter that serves, and
 //! nothing a crash or an undo does leaves the active adapter unusable.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rlclaw_tests::bridge::{Bridge, Signed, rlclaw_bin};
-use rlclaw_trainer::model::Arch;
+use rlclaw_tests::cli::{rlclaw, scratch, tiny_model, training_config};
 use rlclaw_trainer::{AdapterStore, LoraWeights};
 use serde_json::{Value, json};
-
-fn tiny_model(dir: &Path) -> PathBuf {
-    let model = dir.join("tiny-model");
-    rlclaw_trainer::tiny::write_tiny_model(&model, Arch::Llama, 7).expect("tiny model");
-    model
-}
-
-fn config(model: &Path, extra: &str) -> String {
-    format!(
-        "{extra}\n[training]\nauto_after = 0\npreset = \"aggressive\"\nmodel = \"{}\"\n",
-        model.display()
-    )
-}
 
 fn capture_and_rate(c: &Signed, n: usize) {
     for i in 0..n {
@@ -43,35 +30,14 @@ fn capture_and_rate(c: &Signed, n: usize) {
     }
 }
 
-fn rlclaw(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(rlclaw_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RLCLAW_LOG", "warn")
-        .output()
-        .expect("rlclaw runs")
-}
-
-fn status(c: &Signed) -> Value {
-    c.call("GET", "/v1/status", &Value::Null).json()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rlclaw-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn rlclaw_train_promotes_a_new_adapter_and_the_bridge_counts_its_ratings_as_trained() {
-    let tmp = scratch("cli");
+    let tmp = scratch("train", "cli");
     let model = tiny_model(&tmp);
-    let bridge = Bridge::start(&config(&model, ""));
+    let bridge = Bridge::start(&training_config(&model, ""));
     let c = bridge.client();
     capture_and_rate(&c, 6);
-    assert_eq!(status(&c)["counts"]["untrained"], 6);
+    assert_eq!(c.status()["counts"]["untrained"], 6);
 
     let out = rlclaw(bridge.data_dir(), &["train", "--json"]);
     assert!(
@@ -86,7 +52,7 @@ fn rlclaw_train_promotes_a_new_adapter_and_the_bridge_counts_its_ratings_as_trai
     assert_eq!(outcome["held_out_new"], 1);
     assert_eq!(outcome["promoted"], true, "{outcome}");
 
-    let s = status(&c);
+    let s = c.status();
     assert_eq!(s["adapter"], "v1");
     assert_eq!(
         s["counts"]["untrained"], 0,
@@ -101,15 +67,15 @@ fn rlclaw_train_promotes_a_new_adapter_and_the_bridge_counts_its_ratings_as_trai
     let out = rlclaw(bridge.data_dir(), &["train"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to train on"));
-    assert_eq!(status(&c)["adapter"], "v1");
+    assert_eq!(c.status()["adapter"], "v1");
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
 #[test]
 fn undoing_or_rerating_a_trained_rating_keeps_the_active_adapter_usable() {
-    let tmp = scratch("undo");
+    let tmp = scratch("train", "undo");
     let model = tiny_model(&tmp);
-    let bridge = Bridge::start(&config(&model, ""));
+    let bridge = Bridge::start(&training_config(&model, ""));
     let c = bridge.client();
     capture_and_rate(&c, 4);
     assert!(rlclaw(bridge.data_dir(), &["train"]).status.success());
@@ -121,7 +87,7 @@ fn undoing_or_rerating_a_trained_rating_keeps_the_active_adapter_usable() {
     assert_eq!(del.json()["removed"], true);
     let again = c.post("/v1/ratings", json!({"event_id": "r1", "target": {"turn_id": "t1"}, "rater": "42", "value": 1, "source": "command"}));
     assert_eq!(again.status, 200);
-    let s = status(&c);
+    let s = c.status();
     assert_eq!(s["adapter"], "v1");
     assert_eq!(
         s["counts"]["untrained"], 1,
@@ -131,9 +97,9 @@ fn undoing_or_rerating_a_trained_rating_keeps_the_active_adapter_usable() {
     LoraWeights::read_peft(&store.active().unwrap().unwrap().path).expect("still loadable");
     // The re-rating trains into v2, on top of v1; rollback and reset move the pointer only.
     assert!(rlclaw(bridge.data_dir(), &["train"]).status.success());
-    assert_eq!(status(&c)["adapter"], "v2");
+    assert_eq!(c.status()["adapter"], "v2");
     assert!(rlclaw(bridge.data_dir(), &["rollback"]).status.success());
-    assert_eq!(status(&c)["adapter"], "v1");
+    assert_eq!(c.status()["adapter"], "v1");
     let out = rlclaw(bridge.data_dir(), &["reset"]);
     assert!(!out.status.success(), "reset asks first without a terminal");
     assert!(
@@ -141,15 +107,15 @@ fn undoing_or_rerating_a_trained_rating_keeps_the_active_adapter_usable() {
             .status
             .success()
     );
-    assert!(status(&c)["adapter"].is_null());
+    assert!(c.status()["adapter"].is_null());
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
 #[test]
 fn an_admins_train_command_queues_a_run_that_the_daemon_performs() {
-    let tmp = scratch("sched");
+    let tmp = scratch("train", "sched");
     let model = tiny_model(&tmp);
-    let bridge = Bridge::start(&config(&model, "admins = [\"42\"]"));
+    let bridge = Bridge::start(&training_config(&model, "admins = [\"42\"]"));
     let c = bridge.client();
     capture_and_rate(&c, 4);
     let r = c.post(
@@ -164,7 +130,7 @@ fn an_admins_train_command_queues_a_run_that_the_daemon_performs() {
     );
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let s = status(&c);
+        let s = c.status();
         // The run is recorded first, then its version serves: wait for both.
         if s["training"]["last_run"]["outcome"] == "ok" && s["adapter"] == "v1" {
             assert_eq!(s["counts"]["untrained"], 0);
@@ -186,9 +152,9 @@ fn an_admins_train_command_queues_a_run_that_the_daemon_performs() {
 
 #[test]
 fn kill_9_during_a_run_leaves_the_active_adapter_and_the_database_consistent() {
-    let tmp = scratch("kill");
+    let tmp = scratch("train", "kill");
     let model = tiny_model(&tmp);
-    let mut bridge = Bridge::start(&config(&model, ""));
+    let mut bridge = Bridge::start(&training_config(&model, ""));
     let c = bridge.client();
     capture_and_rate(&c, 4);
     assert!(rlclaw(bridge.data_dir(), &["train"]).status.success());
@@ -224,7 +190,7 @@ fn kill_9_during_a_run_leaves_the_active_adapter_and_the_database_consistent() {
         "no half-written version is visible"
     );
     assert_eq!(
-        status(&c)["counts"]["untrained"],
+        c.status()["counts"]["untrained"],
         2,
         "the killed run marked nothing"
     );
@@ -232,12 +198,12 @@ fn kill_9_during_a_run_leaves_the_active_adapter_and_the_database_consistent() {
     bridge.restart();
     let c = bridge.client();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while status(&c)["training"]["last_run"]["outcome"] != "interrupted" {
-        assert!(Instant::now() < deadline, "{}", status(&c));
+    while c.status()["training"]["last_run"]["outcome"] != "interrupted" {
+        assert!(Instant::now() < deadline, "{}", c.status());
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(rlclaw(bridge.data_dir(), &["train"]).status.success());
-    assert_eq!(status(&c)["adapter"], "v2");
+    assert_eq!(c.status()["adapter"], "v2");
     let _ = std::fs::remove_dir_all(&tmp);
 }
 

@@ -353,6 +353,12 @@ impl Signed {
         self.call("POST", path, &body)
     }
 
+    /// `GET /v1/status`, as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        self.call("GET", "/v1/status", &serde_json::Value::Null)
+            .json()
+    }
+
     /// Does the response carry a valid signature over the request's nonce?
     pub fn response_verifies(&self, nonce: &str, r: &Response) -> bool {
         let (Some(ts), Some(sig)) = (

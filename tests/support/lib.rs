@@ -2,6 +2,7 @@
 //! host the real plugin component.
 
 pub mod bridge;
+pub mod cli;
 pub mod http;
 pub mod model;
 pub mod wasm_host;
