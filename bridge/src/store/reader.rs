@@ -46,7 +46,10 @@ impl Reader {
                 Some(open) => open,
                 empty @ None => empty.insert(super::open_ro(&path)?),
             };
-            status::read(&read, conn, &config, &*control, crate::now_ms())
+            // One read transaction: every figure of the report comes from the same snapshot,
+            // even while the judge or a training run commits between its queries.
+            let snapshot = conn.transaction()?;
+            status::read(&read, &snapshot, &config, &*control, crate::now_ms())
         })
         .await
         .map_err(|e| ApiError::internal(format!("The report failed: {e}.")))?;
