@@ -14,6 +14,7 @@ mod common;
 use std::time::Instant;
 
 use candle_core::DType;
+use rlclaw_trainer::decoder::in_pool;
 use rlclaw_trainer::optim::AdamW;
 use rlclaw_trainer::{
     Decoder, DeviceChoice, Kernels, LoadedModel, LoraSet, ModelProfile, ModelSource, Preset,
@@ -111,7 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let loss = lp.mean_all()?.neg()?;
         dev.synchronize()?;
         let t1 = Instant::now();
-        let g = loss.backward()?;
+        let g = in_pool(|| loss.backward())?;
         let grads = vars
             .iter()
             .map(|v| g.get(v).cloned().map_or_else(|| v.zeros_like(), Ok))

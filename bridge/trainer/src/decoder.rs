@@ -7,13 +7,25 @@ use candle_core::{D, DType, Device, Tensor};
 use crate::error::{Result, TensorContext, TrainerError};
 use crate::lora::LoraSet;
 use crate::model::{BaseWeights, ModelConfig};
-use crate::ops::{custom_ops_run_on, frozen_linear, token_logprobs};
+use crate::ops::{
+    cpu_frozen_linear, cpu_lora_linear, custom_ops_run_on, frozen_linear, lora_linear,
+    token_logprobs,
+};
 
 /// Response rows per block of logits on the CPU (small blocks stay in cache and let the
 /// allocator reuse them).
 const LOGIT_BLOCK_CPU: usize = 64;
 /// Response rows per block of logits on a GPU (fewer, larger kernels).
 const LOGIT_BLOCK_GPU: usize = 512;
+
+/// Runs `f` on one of rayon's worker threads (at once if already on one). The kernels split
+/// their work over rayon's threads; called from outside the pool, each kernel is handed over
+/// and its caller sleeps, and on two cores the caller's own serial work then competed with
+/// the pool's spinning threads: running the pass inside the pool made a CPU training step
+/// 6–10 % faster.
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
 
 /// Which kernels the decoder's forward, and so its backward, is built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,21 +96,30 @@ struct LoraRef {
     scale: f64,
 }
 
+/// `x · Wᵀ` with a frozen `W`, in the kernels' own op.
+fn frozen(kernels: Kernels, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    match kernels {
+        Kernels::FusedCpu => cpu_frozen_linear(x, w),
+        Kernels::Device | Kernels::Reference => frozen_linear(x, w),
+    }
+}
+
 fn linear(
-    one_node_lora: bool,
+    kernels: Kernels,
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     lora: Option<&LoraRef>,
 ) -> candle_core::Result<Tensor> {
-    let mut y = match lora {
-        Some(l) if one_node_lora => crate::ops::lora_linear(x, w, &l.a, &l.b, l.scale)?,
-        Some(l) => {
+    let mut y = match (lora, kernels) {
+        (Some(l), Kernels::FusedCpu) => cpu_lora_linear(x, w, &l.a, &l.b, l.scale)?,
+        (Some(l), Kernels::Device) => lora_linear(x, w, &l.a, &l.b, l.scale)?,
+        (Some(l), Kernels::Reference) => {
             // Scale the small B (out × r) rather than the (tokens × out) product.
             let b = (&l.b * l.scale)?;
             (frozen_linear(x, w)? + x.matmul(&l.a.t()?)?.matmul(&b.t()?)?)?
         }
-        None => frozen_linear(x, w)?,
+        (None, k) => frozen(k, x, w)?,
     };
     if let Some(b) = bias {
         y = y.broadcast_add(b)?;
@@ -247,7 +268,6 @@ impl<'m> Decoder<'m> {
         let mut x = self.w.embed.index_select(&idx, 0)?;
         let kernels = self.kernels;
         let fused = kernels == Kernels::FusedCpu;
-        let one_node_lora = kernels != Kernels::Reference;
         let (tables, cos_sin, mask) = match kernels {
             Kernels::FusedCpu => (Some(self.rope_f64(t)), None, None),
             Kernels::Device => (
@@ -283,9 +303,9 @@ impl<'m> Decoder<'m> {
             let l = |j: usize| lr.as_ref().map(|v| &v[j]);
             let bias = |j: usize| lw.qkv_bias.as_ref().map(|b| &b[j]);
             let h = self.norm(&x, &lw.attn_norm)?;
-            let q = linear(one_node_lora, &h, &lw.proj[0], bias(0), l(0))?;
-            let k = linear(one_node_lora, &h, &lw.proj[1], bias(1), l(1))?;
-            let v = linear(one_node_lora, &h, &lw.proj[2], bias(2), l(2))?;
+            let q = linear(kernels, &h, &lw.proj[0], bias(0), l(0))?;
+            let k = linear(kernels, &h, &lw.proj[1], bias(1), l(1))?;
+            let v = linear(kernels, &h, &lw.proj[2], bias(2), l(2))?;
             let (q, k, v) = match (&tables, &cos_sin) {
                 (Some(tables), _) => {
                     let (mut q, mut k) = (q, k);
@@ -340,17 +360,17 @@ impl<'m> Decoder<'m> {
             } else {
                 o.transpose(0, 1)?.reshape((t, nh * hd))?
             };
-            let o = linear(one_node_lora, &o, &lw.proj[3], None, l(3))?;
+            let o = linear(kernels, &o, &lw.proj[3], None, l(3))?;
             x = (x + o)?;
             let h = self.norm(&x, &lw.mlp_norm)?;
-            let g = frozen_linear(&h, &lw.gate)?;
-            let u = frozen_linear(&h, &lw.up)?;
+            let g = frozen(kernels, &h, &lw.gate)?;
+            let u = frozen(kernels, &h, &lw.up)?;
             let a = match kernels {
                 Kernels::FusedCpu => crate::fused::swiglu(&g, &u)?,
                 Kernels::Device => crate::device_ops::swiglu(&g, &u)?,
                 Kernels::Reference => (g.silu()? * u)?,
             };
-            x = (x + frozen_linear(&a, &lw.down)?)?;
+            x = (x + frozen(kernels, &a, &lw.down)?)?;
         }
         Ok(x)
     }
@@ -392,12 +412,12 @@ impl<'m> Decoder<'m> {
             let mut parts = Vec::with_capacity(n.div_ceil(block));
             for s in (0..n).step_by(block) {
                 let len = block.min(n - s);
-                let logits = frozen_linear(&x.narrow(0, s, len)?, &self.w.lm_head)?;
+                let logits = frozen(self.kernels, &x.narrow(0, s, len)?, &self.w.lm_head)?;
                 parts.push(token_logprobs(&logits, &ids[start + s..start + s + len])?);
             }
             Tensor::cat(&parts, 0)
         };
-        run().ctx("decoder forward")
+        in_pool(run).ctx("decoder forward")
     }
 
     /// Next-token logits at the last position (for tests and sampling checks).
@@ -406,7 +426,7 @@ impl<'m> Decoder<'m> {
             let x = self.hidden(ids, lora, false)?;
             let x = x.narrow(0, ids.len() - 1, 1)?;
             let x = self.norm(&x, &self.w.final_norm)?;
-            frozen_linear(&x, &self.w.lm_head)?.squeeze(0)
+            frozen(self.kernels, &x, &self.w.lm_head)?.squeeze(0)
         };
         if ids.is_empty() {
             return Err(TrainerError::Request("no tokens".into()));

@@ -41,7 +41,7 @@ impl Fl for f64 {
     }
 }
 
-fn slice<'a, T: Fl>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
+pub(crate) fn slice<'a, T: Fl>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
     if !l.is_contiguous() {
         candle_core::bail!("fused op: input must be contiguous");
     }
@@ -50,7 +50,7 @@ fn slice<'a, T: Fl>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T
 }
 
 /// Runs `f` on the contiguous CPU data of `t`.
-fn with_data<T: Fl, R>(
+pub(crate) fn with_data<T: Fl, R>(
     t: &Tensor,
     f: impl FnOnce(&[T]) -> candle_core::Result<R>,
 ) -> candle_core::Result<R> {

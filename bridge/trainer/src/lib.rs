@@ -6,6 +6,7 @@
 //! decoder ([`decoder`]); the objective is in [`objective`].
 
 pub mod adapter;
+mod cpu_gemm;
 pub mod decoder;
 pub mod device;
 pub mod device_ops;

@@ -17,6 +17,9 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use crate::cpu_gemm::{Weight, matmul, matmul_into};
+use crate::fused::Fl;
+
 /// Whether the custom ops of this crate (precomputed forward + own backward) run on `device`.
 pub fn custom_ops_run_on(device: &Device) -> bool {
     device.is_cpu() || device.is_cuda()
@@ -185,6 +188,218 @@ pub fn lora_linear(
             scale,
         },
     )
+}
+
+// ---------------------------------------------------------------- CPU kernels
+
+/// Whether the CPU kernels of [`crate::cpu_gemm`] take `x · Wᵀ`: both on the CPU, in f32 or f64,
+/// `x` 2-D and `W` a contiguous 2-D weight.
+fn cpu_kernels_fit(x: &Tensor, w: &Tensor) -> bool {
+    x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && x.dtype() == w.dtype()
+        && x.rank() == 2
+        && w.rank() == 2
+        && w.is_contiguous()
+}
+
+/// [`frozen_linear`] with the CPU kernels of [`crate::cpu_gemm`] where they fit (else as
+/// [`frozen_linear`]).
+pub fn cpu_frozen_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    if !cpu_kernels_fit(x, w) {
+        return frozen_linear(x, w);
+    }
+    let op = CpuLinear { w: w.clone() };
+    let x = x.contiguous()?;
+    if x.track_op() {
+        x.apply_op1(op)
+    } else {
+        x.apply_op1_no_bwd(&op)
+    }
+}
+
+/// [`lora_linear`] with the CPU kernels of [`crate::cpu_gemm`] where they fit (else as
+/// [`lora_linear`]).
+pub fn cpu_lora_linear(
+    x: &Tensor,
+    w: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    if !cpu_kernels_fit(x, w) {
+        return lora_linear(x, w, a, b, scale);
+    }
+    let op = CpuLoraLinear {
+        w: w.clone(),
+        scale,
+    };
+    let (x, a, b) = (x.contiguous()?, a.contiguous()?, b.contiguous()?);
+    if x.track_op() || a.track_op() || b.track_op() {
+        x.apply_op3(&a, &b, op)
+    } else {
+        x.apply_op3_no_bwd(&a, &b, &op)
+    }
+}
+
+/// `f` over the contiguous data of `t` (copied first if it is strided).
+fn cpu_data<T: Fl, R>(
+    t: &Tensor,
+    f: impl FnOnce(&[T]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    crate::fused::with_data(t, f)
+}
+
+/// `x · Wᵀ` with a frozen `W` on the CPU; the backward gives only `dx = g · W`.
+struct CpuLinear {
+    w: Tensor,
+}
+
+impl CpuLinear {
+    fn fwd<T: Fl>(&self, x: &[T], l: &Layout) -> candle_core::Result<CpuStorage> {
+        let (m, k) = l.shape().dims2()?;
+        let (n, _) = self.w.dims2()?;
+        cpu_data(&self.w, |w| {
+            let y = matmul(x, Weight::Transposed(w), (m, k, n), T::from_f64(1.0));
+            Ok(T::to_cpu_storage_owned(y))
+        })
+    }
+
+    fn bwd<T: Fl>(&self, g: &Tensor) -> candle_core::Result<Tensor> {
+        let (m, n) = g.dims2()?;
+        let (_, k) = self.w.dims2()?;
+        let dx = cpu_data(g, |g| {
+            cpu_data(&self.w, |w| {
+                Ok(matmul(g, Weight::AsIs(w), (m, n, k), T::from_f64(1.0)))
+            })
+        })?;
+        Tensor::from_vec(dx, (m, k), g.device())
+    }
+}
+
+impl CustomOp1 for CpuLinear {
+    fn name(&self) -> &'static str {
+        "cpu-frozen-linear"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, _) = l.shape().dims2()?;
+        let (n, _) = self.w.dims2()?;
+        let y = match s {
+            CpuStorage::F32(_) => self.fwd(crate::fused::slice::<f32>(s, l)?, l)?,
+            CpuStorage::F64(_) => self.fwd(crate::fused::slice::<f64>(s, l)?, l)?,
+            _ => candle_core::bail!("frozen_linear: only f32 and f64 on the CPU"),
+        };
+        Ok((y, Shape::from((m, n))))
+    }
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(match x.dtype() {
+            DType::F32 => self.bwd::<f32>(g)?,
+            _ => self.bwd::<f64>(g)?,
+        }))
+    }
+}
+
+/// `x · Wᵀ + s · (x · Aᵀ) · Bᵀ` on the CPU, as [`LoraLinear`], with the frozen products in
+/// [`crate::cpu_gemm`] and the LoRA branch added into the same buffer.
+struct CpuLoraLinear {
+    w: Tensor,
+    scale: f64,
+}
+
+impl CpuLoraLinear {
+    fn fwd<T: Fl>(
+        &self,
+        x: (&[T], &Layout),
+        a: &[T],
+        b: &[T],
+        r: usize,
+    ) -> candle_core::Result<CpuStorage> {
+        let (m, k) = x.1.shape().dims2()?;
+        let (n, _) = self.w.dims2()?;
+        let one = T::from_f64(1.0);
+        cpu_data(&self.w, |w| {
+            let mut y = matmul(x.0, Weight::Transposed(w), (m, k, n), one);
+            let xa = matmul(x.0, Weight::Transposed(a), (m, k, r), one);
+            let s = T::from_f64(self.scale);
+            matmul_into(&mut y, &xa, Weight::Transposed(b), (m, r, n), s, true);
+            Ok(T::to_cpu_storage_owned(y))
+        })
+    }
+
+    /// `dx = g · W + s · (g · B) · A`.
+    fn dx<T: Fl>(&self, g: &Tensor, gb: &Tensor, a: &Tensor) -> candle_core::Result<Tensor> {
+        let (m, n) = g.dims2()?;
+        let (r, k) = a.dims2()?;
+        let dx = cpu_data(g, |g| {
+            cpu_data(&self.w, |w| {
+                cpu_data(gb, |gb| {
+                    cpu_data(a, |a| {
+                        let mut dx = matmul(g, Weight::AsIs(w), (m, n, k), T::from_f64(1.0));
+                        let s = T::from_f64(self.scale);
+                        matmul_into(&mut dx, gb, Weight::AsIs(a), (m, r, k), s, true);
+                        Ok(dx)
+                    })
+                })
+            })
+        })?;
+        Tensor::from_vec(dx, (m, k), g.device())
+    }
+}
+
+impl CustomOp3 for CpuLoraLinear {
+    fn name(&self) -> &'static str {
+        "cpu-lora-linear"
+    }
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        as_: &CpuStorage,
+        al: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        use crate::fused::slice;
+        let (m, _) = xl.shape().dims2()?;
+        let (n, _) = self.w.dims2()?;
+        let (r, _) = al.shape().dims2()?;
+        let y = match xs {
+            CpuStorage::F32(_) => self.fwd(
+                (slice::<f32>(xs, xl)?, xl),
+                slice(as_, al)?,
+                slice(bs, bl)?,
+                r,
+            )?,
+            CpuStorage::F64(_) => self.fwd(
+                (slice::<f64>(xs, xl)?, xl),
+                slice(as_, al)?,
+                slice(bs, bl)?,
+                r,
+            )?,
+            _ => candle_core::bail!("lora_linear: only f32 and f64 on the CPU"),
+        };
+        Ok((y, Shape::from((m, n))))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let need_dx = x.track_op();
+        let (x, a, b) = (x.detach(), a.detach(), b.detach());
+        let gb = g.matmul(&b)?;
+        let dx = match (need_dx, x.dtype()) {
+            (false, _) => None,
+            (true, DType::F32) => Some(self.dx::<f32>(g, &gb, &a)?),
+            (true, _) => Some(self.dx::<f64>(g, &gb, &a)?),
+        };
+        let da = (gb.t()?.matmul(&x)? * self.scale)?;
+        let db = (g.t()?.matmul(&x.matmul(&a.t()?)?)? * self.scale)?;
+        Ok((dx, Some(da), Some(db)))
+    }
 }
 
 struct TokenLogProb {
@@ -371,6 +586,47 @@ mod tests {
             g.get(&x).unwrap().to_vec2::<f64>().unwrap(),
             g_ref.get(&x).unwrap().to_vec2::<f64>().unwrap()
         );
+    }
+
+    #[test]
+    fn cpu_linear_ops_match_plain_ops_in_values_and_gradients() {
+        let dev = Device::Cpu;
+        let vals = |n: usize, seed: usize| -> Vec<f64> {
+            (0..n)
+                .map(|i| (((i * 13 + seed * 7) % 19) as f64 - 9.0) / 10.0)
+                .collect()
+        };
+        let (t, k, n, r) = (37, 48, 70, 4);
+        let x = Var::from_vec(vals(t * k, 1), (t, k), &dev).unwrap();
+        let w = Tensor::from_vec(vals(n * k, 2), (n, k), &dev).unwrap();
+        let a = Var::from_vec(vals(r * k, 3), (r, k), &dev).unwrap();
+        let b = Var::from_vec(vals(n * r, 4), (n, r), &dev).unwrap();
+        let up = Tensor::from_vec(vals(t * n, 5), (t, n), &dev).unwrap();
+        let s = 0.75;
+        let plain = (x.matmul(&w.t().unwrap()).unwrap()
+            + (x.matmul(&a.t().unwrap()).unwrap())
+                .matmul(&b.t().unwrap())
+                .unwrap()
+                .affine(s, 0.0)
+                .unwrap())
+        .unwrap();
+        let fused = cpu_lora_linear(&x, &w, &a, &b, s).unwrap();
+        let frozen = cpu_frozen_linear(&x, &w).unwrap();
+        let frozen_plain = x.matmul(&w.t().unwrap()).unwrap();
+        let close = |p: &Tensor, q: &Tensor| {
+            let d = (p - q).unwrap().abs().unwrap().max_all().unwrap();
+            let d = d.to_scalar::<f64>().unwrap();
+            assert!(d < 1e-10, "differ by {d}");
+        };
+        close(&fused, &plain);
+        close(&frozen, &frozen_plain);
+        let loss = |y: &Tensor| y.mul(&up).unwrap().sum_all().unwrap().backward().unwrap();
+        let (gf, gp) = (loss(&fused), loss(&plain));
+        for v in [&x, &a, &b] {
+            close(gf.get(v).unwrap(), gp.get(v).unwrap());
+        }
+        let (gf, gp) = (loss(&frozen), loss(&frozen_plain));
+        close(gf.get(&x).unwrap(), gp.get(&x).unwrap());
     }
 
     #[test]

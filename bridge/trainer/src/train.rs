@@ -9,7 +9,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::LoraWeights;
-use crate::decoder::Decoder;
+use crate::decoder::{Decoder, in_pool};
 use crate::device::DeviceChoice;
 use crate::error::{Result, TensorContext, TrainerError};
 use crate::hint::usable_hint;
@@ -397,9 +397,8 @@ pub fn train_with_model(
             filtered += usize::from(s.scale == 0.0);
             evals += 1;
             tokens += e.ids.len();
-            let gs = (s.loss / accum as f64)
-                .and_then(|l| l.backward())
-                .ctx("backward")?;
+            let gs =
+                in_pool(|| (s.loss / accum as f64).and_then(|l| l.backward())).ctx("backward")?;
             for (slot, v) in grads.iter_mut().zip(&vars) {
                 if let Some(g) = gs.get(v) {
                     let g = g.detach();

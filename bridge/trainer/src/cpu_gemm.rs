@@ -1,0 +1,203 @@
+//! Matrix products against a frozen weight on the CPU, for [`crate::ops`].
+//!
+//! candle hands each matmul to gemm whole, and gemm then repacks the weight on the calling
+//! thread before its workers start (a weight seen as `Wᵀ` has the wrong stride for its
+//! micro-kernel): on SmolLM2 that serial repacking was a tenth of the training step while the
+//! other core waited. Here each product is split by output columns into one block per rayon
+//! thread, and each block is a single-threaded gemm call that packs its own part of the
+//! weight, so both cores pack and multiply at once. The result is written once, straight
+//! into the buffer the graph keeps, and a product can add into an existing buffer.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::fused::Fl;
+
+/// Below this many multiply-adds a product runs as one block: splitting costs more than it
+/// saves.
+const SPLIT_MIN_WORK: usize = 1 << 18;
+/// Column blocks start on a multiple of this (one AVX-512 register of f32).
+const COLUMN_ALIGN: usize = 16;
+
+/// How the weight enters the product `x · op(W)`.
+#[derive(Clone, Copy)]
+pub(crate) enum Weight<'a, T> {
+    /// `W` is (n, k) row-major and the product uses `Wᵀ`: a linear layer's forward.
+    Transposed(&'a [T]),
+    /// `W` is (k, n) row-major and the product uses it as it is: a linear layer's backward.
+    AsIs(&'a [T]),
+}
+
+impl<T> Weight<'_, T> {
+    fn data(&self) -> &[T] {
+        match self {
+            Self::Transposed(w) | Self::AsIs(w) => w,
+        }
+    }
+
+    /// (row stride, column stride) of `op(W)` as a (k, n) matrix.
+    fn strides(&self, k: usize, n: usize) -> (isize, isize) {
+        match self {
+            Self::Transposed(_) => (1, k as isize),
+            Self::AsIs(_) => (n as isize, 1),
+        }
+    }
+}
+
+/// A raw pointer that rayon may carry: each task writes only its own columns.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// Through a method, so that closures capture the wrapper and not the bare pointer.
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// `dst = s · x · op(W)` (or `dst += …` with `accumulate`), where `x` is (m, k), `op(W)` is
+/// (k, n) and `dst` is (m, n), all row-major and contiguous.
+pub(crate) fn matmul_into<T: Fl>(
+    dst: &mut [T],
+    x: &[T],
+    w: Weight<'_, T>,
+    (m, k, n): (usize, usize, usize),
+    s: T,
+    accumulate: bool,
+) {
+    assert_eq!(x.len(), m * k, "cpu_gemm: x is not (m, k)");
+    assert_eq!(w.data().len(), k * n, "cpu_gemm: the weight is not (k, n)");
+    assert_eq!(dst.len(), m * n, "cpu_gemm: dst is not (m, n)");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(T::from_f64(0.0));
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let block = if threads == 1 || m * k * n < SPLIT_MIN_WORK {
+        n
+    } else {
+        n.div_ceil(threads).next_multiple_of(COLUMN_ALIGN).min(n)
+    };
+    let (rs, cs) = w.strides(k, n);
+    let (dst_ptr, w_ptr) = (
+        SendPtr(dst.as_mut_ptr()),
+        SendPtr(w.data().as_ptr().cast_mut()),
+    );
+    let run = |b: usize| {
+        let first = b * block;
+        let cols = block.min(n - first);
+        // SAFETY: the block's columns [first, first + cols) lie inside dst (m × n, row stride
+        // n) and inside op(W) (k × n with strides rs, cs), as the asserts above established;
+        // blocks are disjoint, so no two tasks write the same element; gemm reads x and W only.
+        unsafe {
+            gemm::gemm(
+                m,
+                cols,
+                k,
+                dst_ptr.get().add(first),
+                1,
+                n as isize,
+                accumulate,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w_ptr.get().offset(first as isize * cs),
+                cs,
+                rs,
+                T::from_f64(1.0),
+                s,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    };
+    let blocks = n.div_ceil(block);
+    if blocks == 1 {
+        run(0);
+    } else {
+        (0..blocks).into_par_iter().for_each(run);
+    }
+}
+
+/// `s · x · op(W)` in a new buffer.
+pub(crate) fn matmul<T: Fl>(x: &[T], w: Weight<'_, T>, mkn: (usize, usize, usize), s: T) -> Vec<T> {
+    let (m, _, n) = mkn;
+    let mut dst = vec![T::from_f64(0.0); m * n];
+    matmul_into(&mut dst, x, w, mkn, s, false);
+    dst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(x: &[f64], w: &[f64], transposed: bool, (m, k, n): (usize, usize, usize)) -> Vec<f64> {
+        let mut y = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for l in 0..k {
+                    let wv = if transposed {
+                        w[j * k + l]
+                    } else {
+                        w[l * n + j]
+                    };
+                    y[i * n + j] += x[i * k + l] * wv;
+                }
+            }
+        }
+        y
+    }
+
+    fn data(len: usize, seed: usize) -> Vec<f64> {
+        (0..len)
+            .map(|i| (((i * 31 + seed * 17) % 23) as f64 - 11.0) / 7.0)
+            .collect()
+    }
+
+    #[test]
+    fn split_products_match_the_textbook_product_for_both_weight_layouts() {
+        // Sizes above the split threshold with column counts that do not divide evenly.
+        for (m, k, n) in [(3, 5, 4), (70, 96, 200), (64, 130, 97), (1, 300, 1000)] {
+            let x = data(m * k, 1);
+            let w = data(k * n, 2);
+            for transposed in [true, false] {
+                let weight = if transposed {
+                    Weight::Transposed(&w[..])
+                } else {
+                    Weight::AsIs(&w[..])
+                };
+                let got = matmul(&x, weight, (m, k, n), 1.0);
+                let want = naive(&x, &w, transposed, (m, k, n));
+                for (a, b) in got.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() < 1e-9,
+                        "({m},{k},{n}) {transposed}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn accumulating_adds_the_scaled_product_to_what_is_there() {
+        let (m, k, n) = (40, 70, 90);
+        let x = data(m * k, 3);
+        let w = data(n * k, 4);
+        let mut dst = data(m * n, 5);
+        let before = dst.clone();
+        matmul_into(&mut dst, &x, Weight::Transposed(&w), (m, k, n), 0.5, true);
+        let p = naive(&x, &w, true, (m, k, n));
+        for ((d, b), p) in dst.iter().zip(&before).zip(&p) {
+            assert!((d - (b + 0.5 * p)).abs() < 1e-9);
+        }
+    }
+}
