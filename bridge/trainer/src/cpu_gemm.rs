@@ -136,6 +136,105 @@ pub(crate) fn matmul<T: Fl>(x: &[T], w: Weight<'_, T>, mkn: (usize, usize, usize
     dst
 }
 
+/// A matrix in a slice: element (i, j) at `i · rs + j · cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a, T> View<'a, T> {
+    /// The first `rows · cols` elements of `data`, row-major.
+    pub(crate) fn rows(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The same elements read as the transpose.
+    pub(crate) fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    /// Whether every element the view names lies inside its slice.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst = s · a · b` (or `dst += …` with `accumulate`) on the calling thread, where `dst` is
+/// row-major with row stride `dst_rs`: for kernels that split their work themselves.
+pub(crate) fn gemm_serial<T: Fl>(
+    dst: &mut [T],
+    dst_rs: usize,
+    a: View<'_, T>,
+    b: View<'_, T>,
+    s: T,
+    accumulate: bool,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "cpu_gemm: inner dimensions differ");
+    assert!(
+        a.in_bounds() && b.in_bounds(),
+        "cpu_gemm: a view leaves its slice"
+    );
+    assert!(
+        m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len(),
+        "cpu_gemm: dst is too small"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for row in dst.chunks_mut(dst_rs).take(m) {
+                row[..n].fill(T::from_f64(0.0));
+            }
+        }
+        return;
+    }
+    // SAFETY: the asserts above keep every element gemm reads inside `a` and `b` and every
+    // element it writes inside `dst`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            T::from_f64(1.0),
+            s,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +283,29 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn serial_products_read_transposed_views_and_write_strided_rows() {
+        let (m, k, n) = (5, 7, 6);
+        let a = data(k * m, 6); // stored (k, m): read as its transpose
+        let b = data(k * n, 7);
+        let mut dst = vec![9.0; m * (n + 3)];
+        gemm_serial(
+            &mut dst,
+            n + 3,
+            View::rows(&a, k, m).t(),
+            View::rows(&b, k, n),
+            2.0,
+            false,
+        );
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k).map(|l| 2.0 * a[l * m + i] * b[l * n + j]).sum();
+                assert!((dst[i * (n + 3) + j] - want).abs() < 1e-9);
+            }
+            assert_eq!(dst[i * (n + 3) + n..(i + 1) * (n + 3)], [9.0; 3]);
         }
     }
 

@@ -343,21 +343,22 @@ impl<'m> Decoder<'m> {
                 }
                 (None, None) => candle_core::bail!("internal: no rope tables"),
             };
-            // Grouped-query attention without copying k/v: the `rep` query heads of one kv
-            // head are stacked along the token axis.
-            let q = q.reshape((nkv, rep * t, hd))?;
-            let scores = q.matmul(&k.t()?)?;
-            let p = match (&mask, kernels) {
-                (None, _) => crate::fused::causal_softmax(&scores, scale_qk)?,
-                (Some(mask), Kernels::Device) => {
-                    crate::device_ops::masked_softmax(&scores, scale_qk, mask)?
-                }
-                (Some(mask), _) => softmax_last(&(scores * scale_qk)?.broadcast_add(mask)?)?,
-            };
-            let o = p.matmul(&v)?.reshape((nh, t, hd))?;
             let o = if fused {
+                let o = crate::attention::causal_attention(&q, &k, &v, scale_qk)?;
                 crate::fused::from_heads(&o)?
             } else {
+                // Grouped-query attention without copying k/v: the `rep` query heads of one
+                // kv head are stacked along the token axis.
+                let q = q.reshape((nkv, rep * t, hd))?;
+                let scores = q.matmul(&k.t()?)?;
+                let p = match (&mask, kernels) {
+                    (Some(mask), Kernels::Device) => {
+                        crate::device_ops::masked_softmax(&scores, scale_qk, mask)?
+                    }
+                    (Some(mask), _) => softmax_last(&(scores * scale_qk)?.broadcast_add(mask)?)?,
+                    (None, _) => candle_core::bail!("internal: no attention mask"),
+                };
+                let o = p.matmul(&v)?.reshape((nh, t, hd))?;
                 o.transpose(0, 1)?.reshape((t, nh * hd))?
             };
             let o = linear(kernels, &o, &lw.proj[3], None, l(3))?;

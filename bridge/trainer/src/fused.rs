@@ -1,9 +1,10 @@
 //! Fused CPU kernels with exact backward passes for the decoder's elementwise parts: RMS norm,
-//! rotary embedding, causal softmax and SwiGLU. Each replaces a chain of 5–10 candle ops (each
-//! a full pass over memory plus an allocation) with one pass forward and one backward. candle's
-//! own fused kernels have no backward (reference/training.md); these do, and the decoder's
-//! finite-difference check runs through them. On CUDA the decoder uses [`crate::device_ops`]
-//! instead, and on other devices the plain-op reference path.
+//! rotary embedding, SwiGLU and the head layout change (attention is in [`crate::attention`]).
+//! Each replaces a chain of 5–10 candle ops (each a full pass over memory plus an allocation)
+//! with one pass forward and one backward. candle's own fused kernels have no backward
+//! (reference/training.md); these do, and the decoder's finite-difference check runs through
+//! them. On CUDA the decoder uses [`crate::device_ops`] instead, and on other devices the
+//! plain-op reference path.
 
 use std::sync::Arc;
 
@@ -227,98 +228,6 @@ pub fn rope(x: &Tensor, tab: &RopeTables) -> candle_core::Result<Tensor> {
         tab: tab.clone(),
         inverse: false,
     })
-}
-
-// ---------------------------------------------------------------- causal softmax
-
-struct CausalSoftmax {
-    t: usize,
-    scale: f64,
-}
-
-impl CustomOp1 for CausalSoftmax {
-    fn name(&self) -> &'static str {
-        "fused-causal-softmax"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Fl>(
-            op: &CausalSoftmax,
-            s: &CpuStorage,
-            l: &Layout,
-        ) -> candle_core::Result<CpuStorage> {
-            let x = slice::<T>(s, l)?;
-            let t = op.t;
-            let scale = T::from_f64(op.scale);
-            let mut y = vec![T::from_f64(0.0); x.len()];
-            y.par_chunks_mut(t)
-                .zip(x.par_chunks(t))
-                .enumerate()
-                .for_each(|(row, (yr, xr))| {
-                    let i = row % t;
-                    let mut m = xr[0] * scale;
-                    for &v in &xr[1..=i] {
-                        let v = v * scale;
-                        if v > m {
-                            m = v;
-                        }
-                    }
-                    let mut sum = T::from_f64(0.0);
-                    for j in 0..=i {
-                        let e = (xr[j] * scale - m).exp_();
-                        yr[j] = e;
-                        sum += e;
-                    }
-                    for v in &mut yr[..=i] {
-                        *v /= sum;
-                    }
-                });
-            Ok(T::to_cpu_storage_owned(y))
-        }
-        Ok((dispatch!(s.dtype(), run(self, s, l))?, l.shape().clone()))
-    }
-    fn bwd(&self, x: &Tensor, p: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        fn run<T: Fl>(
-            op: &CausalSoftmax,
-            x: &Tensor,
-            p: &Tensor,
-            g: &Tensor,
-        ) -> candle_core::Result<Tensor> {
-            let t = op.t;
-            let scale = T::from_f64(op.scale);
-            let v = with_data::<T, _>(p, |ps| {
-                with_data::<T, _>(g, |gs| {
-                    let mut d = vec![T::from_f64(0.0); ps.len()];
-                    d.par_chunks_mut(t)
-                        .zip(ps.par_chunks(t).zip(gs.par_chunks(t)))
-                        .enumerate()
-                        .for_each(|(row, (dr, (pr, gr)))| {
-                            let i = row % t;
-                            let mut dot = T::from_f64(0.0);
-                            for j in 0..=i {
-                                dot += pr[j] * gr[j];
-                            }
-                            for j in 0..=i {
-                                dr[j] = scale * pr[j] * (gr[j] - dot);
-                            }
-                        });
-                    Ok(d)
-                })
-            })?;
-            Tensor::from_vec(v, x.shape(), x.device())
-        }
-        Ok(Some(dispatch!(x.dtype(), run(self, x, p, g))?))
-    }
-}
-
-/// `softmax(scale · x + causal mask)` over the last dim of `x` (..., rows, positions), where
-/// row r is position `r % positions` (query heads of one kv head stacked along rows).
-pub fn causal_softmax(x: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
-    let t = x.dim(candle_core::D::Minus1)?;
-    let rows = x.dim(candle_core::D::Minus2)?;
-    if rows % t != 0 {
-        candle_core::bail!("causal_softmax: rows must be a multiple of positions");
-    }
-    x.contiguous()?.apply_op1(CausalSoftmax { t, scale })
 }
 
 // ---------------------------------------------------------------- SwiGLU

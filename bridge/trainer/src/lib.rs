@@ -6,6 +6,7 @@
 //! decoder ([`decoder`]); the objective is in [`objective`].
 
 pub mod adapter;
+pub mod attention;
 mod cpu_gemm;
 pub mod decoder;
 pub mod device;
