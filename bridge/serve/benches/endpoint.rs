@@ -91,6 +91,7 @@ async fn main() {
     let adapter = dir.join("v1");
     common::write_mild_adapter(&adapter, &common::smollm2_shape(), 7);
     let mut cfg = ServeConfig::new(common::smollm2_gguf());
+    cfg.isq = rlclaw_serve::isq_from_env().expect("RLCLAW_SERVE_ISQ");
     cfg.adapter = Some(adapter);
     cfg.listen = "127.0.0.1:0".parse().expect("addr");
 
@@ -101,10 +102,9 @@ async fn main() {
     let (_keep, rx) = tokio::sync::watch::channel(None);
     tokio::spawn(server.run(rx));
 
-    let isq = match rlclaw_serve::isq_from_env() {
-        Ok(Some(t)) => format!("{t:?}"),
-        Ok(None) => "none (f32)".into(),
-        Err(e) => panic!("{e}"),
+    let isq = match cfg.isq {
+        Some(t) => format!("{t:?}"),
+        None => "none (f32)".into(),
     };
     println!(
         "model SmolLM2-135M-Instruct (GGUF -> f32, adapter r8 q/k/v/o merged), isq {isq}, load+bind {load_s:.2} s"

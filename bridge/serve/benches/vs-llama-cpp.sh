@@ -42,7 +42,7 @@ cargo bench -p rlclaw-serve --bench endpoint --no-run 2>/dev/null
 for round in $(seq "$rounds"); do
     for mode in $isq_modes; do
         echo "== round $round: rlclaw, isq $mode"
-        if [ "$mode" = none ]; then unset RLCLAW_SERVE_ISQ; else export RLCLAW_SERVE_ISQ="$mode"; fi
+        export RLCLAW_SERVE_ISQ="$mode"
         /usr/bin/time -f "peak RSS %M KB" cargo bench -q -p rlclaw-serve --bench endpoint -- 3 128 2>&1 |
             grep -E "model|median|peak RSS"
     done

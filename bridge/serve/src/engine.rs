@@ -32,10 +32,14 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// The model name served to clients. Default "rlclaw".
     pub model_id: String,
+    /// In-situ quantisation applied after the adapter is merged; `None` serves float32.
+    /// Default [`default_isq`]; [`isq_from_env`] reads a person's override.
+    pub isq: Option<IsqType>,
 }
 
 impl ServeConfig {
-    /// A config for `model` with the defaults: no adapter, 127.0.0.1:8421, "rlclaw".
+    /// A config for `model` with the defaults: no adapter, 127.0.0.1:8421, "rlclaw",
+    /// [`default_isq`].
     pub fn new(model: impl Into<PathBuf>) -> Self {
         Self {
             model: model.into(),
@@ -43,6 +47,7 @@ impl ServeConfig {
             adapter: None,
             listen: DEFAULT_LISTEN,
             model_id: DEFAULT_MODEL_ID.to_string(),
+            isq: default_isq(),
         }
     }
 }
@@ -229,13 +234,22 @@ pub fn isq_from_env() -> Result<Option<IsqType>> {
     Ok(Some(t))
 }
 
-/// Float32. In-situ quantisation decodes about twice as fast on an AVX2 build, but through
-/// mistral.rs 0.8.1 on CPU it changes SmolLM2's greedy answers beyond what the format explains:
-/// q8_0, q4_1, q5_0 and q6k answer "What is the capital of France?" with French-sounding
-/// nonsense where float32 and q4_0 say Paris, although candle's Q8_0 matmul alone stays within
-/// 0.8% of float32 (BENCHMARKS.md, "Serving"). Until that is explained, answers come first.
+/// Q8_0 on the CPU, none on a GPU (where float weights are fast enough).
+///
+/// On the CPU Q8_0 decodes about twice as fast as float32 (BENCHMARKS.md, "Serving") and is the
+/// most faithful of the formats: teacher-forced on float32's own greedy answers to five prompts,
+/// SmolLM2-135M picks the same next token 95 times in 101 (q4_0: 69). The base model people start
+/// from is itself a Q4_1 GGUF, which llama.cpp and ollama serve with 8-bit activations the same
+/// way. Where float32 sits on a near tie, Q8_0 can pick the other token: SmolLM2's first token
+/// for "What is the capital of France?" is "The" at 25.33 against "L" at 25.24, and Q8_0 answers
+/// in French. candle's quantised kernels match the exact product of their rounded operands to
+/// 1e-7; the difference is the format's rounding. `RLCLAW_SERVE_ISQ=none` serves float32.
 pub fn default_isq() -> Option<IsqType> {
-    None
+    if cfg!(feature = "cuda") {
+        None
+    } else {
+        Some(IsqType::Q8_0)
+    }
 }
 
 /// Everything that precedes the mistral.rs load: a safetensors folder, the model's shapes and
@@ -317,7 +331,6 @@ pub async fn load(cfg: &ServeConfig) -> Result<Engine> {
 
 fn load_blocking(cfg: &ServeConfig) -> Result<Engine> {
     mistralrs_quant::clear_applied_loras();
-    let isq = isq_from_env()?;
     let (dir, staged) = prepare(cfg)?;
     let adapter_id = staged.as_ref().map(|s| s.id.clone());
     let dir_str = dir
@@ -333,7 +346,7 @@ fn load_blocking(cfg: &ServeConfig) -> Result<Engine> {
     } else {
         tm.with_dtype(ModelDType::F32)
     };
-    if let Some(q) = isq {
+    if let Some(q) = cfg.isq {
         tm = tm.with_isq(q);
     }
     if let Some(t) = &cfg.tokenizer

@@ -14,10 +14,32 @@ use common::{
 };
 use rlclaw_serve::{ServeConfig, ServeError, cache_root, check_adapter, gguf_to_hf, load};
 
+/// Float32: these tests compare exact greedy answers, and SmolLM2's answer to the test prompt
+/// sits on a near tie that the default Q8_0 flips (see `default_isq`).
 fn config() -> ServeConfig {
     let mut cfg = ServeConfig::new(smollm2_gguf());
     cfg.listen = "127.0.0.1:0".parse().expect("addr");
+    cfg.isq = None;
     cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_q8_0_model_loads_and_generates_deterministically() {
+    let mut cfg = ServeConfig::new(smollm2_gguf());
+    assert_eq!(cfg.isq, Some(mistralrs::IsqType::Q8_0), "the CPU default");
+    cfg.listen = "127.0.0.1:0".parse().expect("addr");
+    let engine = load(&cfg).await.expect("load the base GGUF quantised");
+    let a = engine
+        .generate(&prompt(), MAX_TOKENS, 0.0)
+        .await
+        .expect("generate");
+    let b = engine
+        .generate(&prompt(), MAX_TOKENS, 0.0)
+        .await
+        .expect("again");
+    assert!(!a.trim().is_empty(), "an empty answer");
+    assert_eq!(a, b, "greedy decoding is not deterministic");
+    eprintln!("q8_0: {a:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

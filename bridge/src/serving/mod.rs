@@ -31,6 +31,13 @@ pub fn spawn(model: PathBuf, adapters: PathBuf, listen: SocketAddr, model_id: St
     tokio::spawn(async move {
         let adapter = active_adapter_path(&adapters);
         let mut config = rlclaw_serve::ServeConfig::new(&model);
+        config.isq = match rlclaw_serve::isq_from_env() {
+            Ok(isq) => isq,
+            Err(e) => {
+                tracing::error!("the model endpoint could not start: {e}");
+                return;
+            }
+        };
         config.adapter = adapter.clone();
         config.listen = listen;
         config.model_id = model_id;

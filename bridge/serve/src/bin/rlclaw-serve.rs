@@ -43,6 +43,7 @@ async fn run(args: Args) -> rlclaw_serve::Result<()> {
         adapter: args.adapter,
         listen: args.listen,
         model_id: args.model_id,
+        isq: rlclaw_serve::isq_from_env()?,
     };
     if let Some(p) = args.prompt {
         let engine = rlclaw_serve::load(&cfg).await?;
