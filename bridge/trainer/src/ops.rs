@@ -153,10 +153,22 @@ impl CustomOp3 for LoraLinear {
         } else {
             None
         };
-        let da = (gb.t()?.matmul(&x)? * self.scale)?;
-        let db = (g.t()?.matmul(&x.matmul(&a.t()?)?)? * self.scale)?;
+        let (da, db) = lora_grads(&x, &a, g, &gb, self.scale)?;
         Ok((dx, Some(da), Some(db)))
     }
+}
+
+/// The LoRA factors' gradients `dA = s·(g·B)ᵀ·x` and `dB = s·gᵀ·(x·Aᵀ)`, given `gb = g·B`.
+fn lora_grads(
+    x: &Tensor,
+    a: &Tensor,
+    g: &Tensor,
+    gb: &Tensor,
+    scale: f64,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let da = (gb.t()?.matmul(x)? * scale)?;
+    let db = (g.t()?.matmul(&x.matmul(&a.t()?)?)? * scale)?;
+    Ok((da, db))
 }
 
 /// `x · Wᵀ + s · (x · Aᵀ) · Bᵀ` for a 2-D `x` (tokens, in), frozen `W` (out, in) and LoRA
@@ -396,8 +408,7 @@ impl CustomOp3 for CpuLoraLinear {
             (true, DType::F32) => Some(self.dx::<f32>(g, &gb, &a)?),
             (true, _) => Some(self.dx::<f64>(g, &gb, &a)?),
         };
-        let da = (gb.t()?.matmul(&x)? * self.scale)?;
-        let db = (g.t()?.matmul(&x.matmul(&a.t()?)?)? * self.scale)?;
+        let (da, db) = lora_grads(&x, &a, g, &gb, self.scale)?;
         Ok((dx, Some(da), Some(db)))
     }
 }
