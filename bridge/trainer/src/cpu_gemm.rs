@@ -36,10 +36,10 @@ impl<T> Weight<'_, T> {
     }
 
     /// (row stride, column stride) of `op(W)` as a (k, n) matrix.
-    fn strides(&self, k: usize, n: usize) -> (isize, isize) {
+    fn strides(&self, k: usize, n: usize) -> (usize, usize) {
         match self {
-            Self::Transposed(_) => (1, k as isize),
-            Self::AsIs(_) => (n as isize, 1),
+            Self::Transposed(_) => (1, k),
+            Self::AsIs(_) => (n, 1),
         }
     }
 }
@@ -97,26 +97,14 @@ pub(crate) fn matmul_into<T: Fl>(
         // n) and inside op(W) (k × n with strides rs, cs), as the asserts above established;
         // blocks are disjoint, so no two tasks write the same element; gemm reads x and W only.
         unsafe {
-            gemm::gemm(
-                m,
-                cols,
-                k,
+            gemm_raw(
                 dst_ptr.get().add(first),
-                1,
-                n as isize,
-                accumulate,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w_ptr.get().offset(first as isize * cs),
-                cs,
-                rs,
-                T::from_f64(1.0),
+                n,
+                (m, cols, k),
+                (x.as_ptr(), k, 1),
+                (w_ptr.get().add(first * cs).cast_const(), rs, cs as isize),
                 s,
-                false,
-                false,
-                false,
-                Parallelism::None,
+                accumulate,
             );
         }
     };
@@ -211,20 +199,49 @@ pub(crate) fn gemm_serial<T: Fl>(
     // SAFETY: the asserts above keep every element gemm reads inside `a` and `b` and every
     // element it writes inside `dst`.
     unsafe {
+        gemm_raw(
+            dst.as_mut_ptr(),
+            dst_rs,
+            (m, n, k),
+            (a.data.as_ptr(), a.rs, a.cs as isize),
+            (b.data.as_ptr(), b.rs, b.cs as isize),
+            s,
+            accumulate,
+        );
+    }
+}
+
+/// One single-threaded gemm call: `dst = s · a · b` (or `dst += …`), `dst` row-major with row
+/// stride `dst_rs`, `a` (m × k) and `b` (k × n) given as (pointer, row stride, column stride).
+///
+/// # Safety
+/// Every element the strides name must lie in memory the pointers may read (a, b) or write
+/// (dst), and no other thread may write the elements of dst this call writes.
+unsafe fn gemm_raw<T: Fl>(
+    dst: *mut T,
+    dst_rs: usize,
+    (m, n, k): (usize, usize, usize),
+    (a, a_rs, a_cs): (*const T, usize, isize),
+    (b, b_rs, b_cs): (*const T, usize, isize),
+    s: T,
+    accumulate: bool,
+) {
+    // SAFETY: passed on from the caller.
+    unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
+            a,
+            a_cs,
+            a_rs as isize,
+            b,
+            b_cs,
+            b_rs as isize,
             T::from_f64(1.0),
             s,
             false,

@@ -18,7 +18,7 @@ use candle_core::{
 use rayon::prelude::*;
 
 use crate::cpu_gemm::{Weight, matmul, matmul_into};
-use crate::fused::Fl;
+use crate::fused::{Fl, with_data};
 
 /// Whether the custom ops of this crate (precomputed forward + own backward) run on `device`.
 pub fn custom_ops_run_on(device: &Device) -> bool {
@@ -254,14 +254,6 @@ pub fn cpu_lora_linear(
     }
 }
 
-/// `f` over the contiguous data of `t` (copied first if it is strided).
-fn cpu_data<T: Fl, R>(
-    t: &Tensor,
-    f: impl FnOnce(&[T]) -> candle_core::Result<R>,
-) -> candle_core::Result<R> {
-    crate::fused::with_data(t, f)
-}
-
 /// `x · Wᵀ` with a frozen `W` on the CPU; the backward gives only `dx = g · W`.
 struct CpuLinear {
     w: Tensor,
@@ -271,21 +263,26 @@ impl CpuLinear {
     fn fwd<T: Fl>(&self, x: &[T], l: &Layout) -> candle_core::Result<CpuStorage> {
         let (m, k) = l.shape().dims2()?;
         let (n, _) = self.w.dims2()?;
-        cpu_data(&self.w, |w| {
+        with_data(&self.w, |w| {
             let y = matmul(x, Weight::Transposed(w), (m, k, n), T::from_f64(1.0));
             Ok(T::to_cpu_storage_owned(y))
         })
     }
 
-    fn bwd<T: Fl>(&self, g: &Tensor) -> candle_core::Result<Tensor> {
+    /// `g · W`, row-major (tokens, in).
+    fn dx<T: Fl>(&self, g: &Tensor) -> candle_core::Result<Vec<T>> {
         let (m, n) = g.dims2()?;
         let (_, k) = self.w.dims2()?;
-        let dx = cpu_data(g, |g| {
-            cpu_data(&self.w, |w| {
+        with_data(g, |g| {
+            with_data(&self.w, |w| {
                 Ok(matmul(g, Weight::AsIs(w), (m, n, k), T::from_f64(1.0)))
             })
-        })?;
-        Tensor::from_vec(dx, (m, k), g.device())
+        })
+    }
+
+    fn bwd<T: Fl>(&self, g: &Tensor) -> candle_core::Result<Tensor> {
+        let (m, k) = (g.dim(0)?, self.w.dim(1)?);
+        Tensor::from_vec(self.dx::<T>(g)?, (m, k), g.device())
     }
 }
 
@@ -329,7 +326,7 @@ impl CpuLoraLinear {
         let (m, k) = x.1.shape().dims2()?;
         let (n, _) = self.w.dims2()?;
         let one = T::from_f64(1.0);
-        cpu_data(&self.w, |w| {
+        with_data(&self.w, |w| {
             let mut y = matmul(x.0, Weight::Transposed(w), (m, k, n), one);
             let xa = matmul(x.0, Weight::Transposed(a), (m, k, r), one);
             let s = T::from_f64(self.scale);
@@ -338,20 +335,16 @@ impl CpuLoraLinear {
         })
     }
 
-    /// `dx = g · W + s · (g · B) · A`.
+    /// `dx = g · W + s · (g · B) · A`: the frozen part as [`CpuLinear`]'s backward, the LoRA
+    /// part added into the same buffer.
     fn dx<T: Fl>(&self, g: &Tensor, gb: &Tensor, a: &Tensor) -> candle_core::Result<Tensor> {
-        let (m, n) = g.dims2()?;
-        let (r, k) = a.dims2()?;
-        let dx = cpu_data(g, |g| {
-            cpu_data(&self.w, |w| {
-                cpu_data(gb, |gb| {
-                    cpu_data(a, |a| {
-                        let mut dx = matmul(g, Weight::AsIs(w), (m, n, k), T::from_f64(1.0));
-                        let s = T::from_f64(self.scale);
-                        matmul_into(&mut dx, gb, Weight::AsIs(a), (m, r, k), s, true);
-                        Ok(dx)
-                    })
-                })
+        let mut dx = CpuLinear { w: self.w.clone() }.dx::<T>(g)?;
+        let (m, (r, k)) = (g.dim(0)?, a.dims2()?);
+        with_data(gb, |gb| {
+            with_data(a, |a| {
+                let s = T::from_f64(self.scale);
+                matmul_into(&mut dx, gb, Weight::AsIs(a), (m, r, k), s, true);
+                Ok(())
             })
         })?;
         Tensor::from_vec(dx, (m, k), g.device())
