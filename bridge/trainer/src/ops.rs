@@ -205,7 +205,8 @@ pub fn lora_linear(
 // ---------------------------------------------------------------- CPU kernels
 
 /// Whether the CPU kernels of [`crate::cpu_gemm`] take `x · Wᵀ`: both on the CPU, in f32 or f64,
-/// `x` 2-D and `W` a contiguous 2-D weight.
+/// `x` 2-D and `W` a contiguous 2-D weight of the same width. Anything else goes to the
+/// candle ops, whose errors name the mismatch.
 fn cpu_kernels_fit(x: &Tensor, w: &Tensor) -> bool {
     x.device().is_cpu()
         && matches!(x.dtype(), DType::F32 | DType::F64)
@@ -213,6 +214,22 @@ fn cpu_kernels_fit(x: &Tensor, w: &Tensor) -> bool {
         && x.rank() == 2
         && w.rank() == 2
         && w.is_contiguous()
+        && x.dim(1).ok() == w.dim(1).ok()
+}
+
+/// Whether LoRA factors `A` (r, in) and `B` (out, r) fit a weight `W` (out, in) for the CPU
+/// kernels.
+fn lora_fits(w: &Tensor, a: &Tensor, b: &Tensor) -> bool {
+    match (w.dims2(), a.dims2(), b.dims2()) {
+        (Ok((out, inp)), Ok((r, a_in)), Ok((b_out, b_r))) => {
+            a_in == inp
+                && b_out == out
+                && b_r == r
+                && a.dtype() == w.dtype()
+                && b.dtype() == w.dtype()
+        }
+        _ => false,
+    }
 }
 
 /// [`frozen_linear`] with the CPU kernels of [`crate::cpu_gemm`] where they fit (else as
@@ -239,7 +256,7 @@ pub fn cpu_lora_linear(
     b: &Tensor,
     scale: f64,
 ) -> candle_core::Result<Tensor> {
-    if !cpu_kernels_fit(x, w) {
+    if !cpu_kernels_fit(x, w) || !lora_fits(w, a, b) {
         return lora_linear(x, w, a, b, scale);
     }
     let op = CpuLoraLinear {
@@ -631,6 +648,18 @@ mod tests {
         }
         let (gf, gp) = (loss(&frozen), loss(&frozen_plain));
         close(gf.get(&x).unwrap(), gp.get(&x).unwrap());
+    }
+
+    #[test]
+    fn mismatched_shapes_are_errors_not_panics_on_the_cpu_path() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((3, 5), DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((4, 6), DType::F32, &dev).unwrap();
+        assert!(cpu_frozen_linear(&x, &w).is_err());
+        let w = Tensor::zeros((4, 5), DType::F32, &dev).unwrap();
+        let a = Tensor::zeros((2, 5), DType::F32, &dev).unwrap();
+        let b = Tensor::zeros((4, 3), DType::F32, &dev).unwrap();
+        assert!(cpu_lora_linear(&x, &w, &a, &b, 1.0).is_err());
     }
 
     #[test]
