@@ -55,6 +55,11 @@ fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
         serving == Some("v1") || (serving.is_none() && held_back == 1),
         "{arm}"
     );
+    assert!(points[1]["phases"]["training"].as_f64().unwrap() > 0.0);
+    // Each round's figures are on disk as the run goes (a long run that stops keeps them).
+    let saved = std::fs::read_to_string(out.join("under-20-hints").join("points.json")).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(&saved, &arm["points"]);
     let plot = report["plots"][0].as_str().unwrap();
     let svg = std::fs::read_to_string(plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("hints"));

@@ -2,6 +2,8 @@
 //! measured through the OpenAI endpoint (streaming, greedy, loopback HTTP).
 //!
 //! `cargo bench -p rlclaw-serve --bench endpoint [-- RUNS MAX_TOKENS]` (defaults 3, 128).
+//! CONCURRENCY="1 2 4" adds, for each figure, 8 requests with that many in flight at once, and
+//! their tokens per second all together (does batching in the engine pay on this machine?).
 //! RLCLAW_SERVE_ISQ=q4_0 (etc., or none) quantises after the merge; unset, the build's default
 //! (`rlclaw_serve::default_isq`).
 //! Prompt: "Write a short paragraph about the history of tea." with SmolLM2's chat template,
@@ -130,4 +132,43 @@ async fn main() {
         median(ttft),
         median(dec)
     );
+    let levels = std::env::var("CONCURRENCY").unwrap_or_default();
+    for level in levels.split_whitespace() {
+        let level: usize = level.parse().expect("CONCURRENCY: numbers");
+        let r = concurrent(addr, max_tokens, level.max(1), 8).await;
+        println!(
+            "{level} in flight: 8 requests, {} tokens in {:.2} s, {:.1} tok/s together",
+            r.tokens,
+            r.total_s,
+            r.tokens as f64 / r.total_s
+        );
+    }
+}
+
+/// `requests` requests, `level` of them in flight at any time; tokens and wall time of all.
+async fn concurrent(
+    addr: std::net::SocketAddr,
+    max_tokens: usize,
+    level: usize,
+    requests: usize,
+) -> Run {
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let (mut next, mut tokens) = (0, 0);
+    loop {
+        while tasks.len() < level && next < requests {
+            tasks.spawn(run(addr, max_tokens, next));
+            next += 1;
+        }
+        match tasks.join_next().await {
+            Some(r) => tokens += r.expect("request task").tokens,
+            None => break,
+        }
+    }
+    Run {
+        ttft_s: 0.0,
+        decode_tok_s: 0.0,
+        tokens,
+        total_s: t0.elapsed().as_secs_f64(),
+    }
 }

@@ -94,8 +94,9 @@ pub struct Args {
     max_tokens: Option<usize>,
     #[arg(long, default_value_t = 0.8)]
     temperature: f64,
-    /// Requests in flight to the model endpoint at once.
-    #[arg(long, default_value_t = 4)]
+    /// Requests in flight to the model endpoint at once. One is fastest on a CPU: mistral.rs's
+    /// batched decode there gives fewer tokens a second than one sequence at a time (BENCHMARKS.md).
+    #[arg(long, default_value_t = 1)]
     concurrency: usize,
     /// The GGUF or Hugging Face folder (default: the demo model, SmolLM2-135M-Instruct).
     #[arg(long)]
@@ -163,7 +164,23 @@ struct Point {
     /// Training runs so far, and how many of their versions the gate held back.
     runs: usize,
     held_back: usize,
+    /// Since the arm started.
     seconds: f64,
+    /// Where this round's time went.
+    phases: Phases,
+}
+
+/// Seconds of one round by phase.
+#[derive(Debug, Clone, Default, Serialize)]
+struct Phases {
+    /// Generating, capturing and rating the round's replies.
+    rating: f64,
+    /// From the last rating until the endpoint serves what the gate chose.
+    training: f64,
+    /// Generating the held-out replies.
+    held_out: f64,
+    /// The margin and neutral perplexity.
+    scoring: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -328,13 +345,14 @@ async fn run_arm(
         }
         None => {
             bar.set_message("reading the base");
-            let replies = held_out_replies(&d, &held, sizes, args.concurrency).await?;
-            let judged: Vec<(String, String, bool)> = replies
-                .iter()
-                .map(|(p, r)| (p.clone(), r.clone(), rater.check(r)))
-                .collect();
+            let t = Instant::now();
+            let judged = held_out_replies(&d, &held, rater, sizes, args.concurrency).await?;
+            let phases = Phases {
+                held_out: t.elapsed().as_secs_f64(),
+                ..Phases::default()
+            };
             scorer.set_reference(&judged);
-            let point = read_point(scorer, &d.dir, &judged, None, 0, 0, 0, 0, t0)?;
+            let point = read_point(scorer, &d.dir, &judged, None, t0, phases)?;
             *base = Some((judged, point.clone()));
             point
         }
@@ -347,6 +365,8 @@ async fn run_arm(
     let mut last_run = 0i64;
     for round in 1..=sizes.rounds {
         bar.set_message(format!("rating ({given} so far)"));
+        let mut phases = Phases::default();
+        let t = Instant::now();
         // One round: enough trainable turns to reach the scheduler's threshold; held-out turns
         // (one in eight, by id) are rated too and only check new versions.
         let mut batch = Vec::new();
@@ -358,7 +378,14 @@ async fn run_arm(
             batch.push((id, prompts.train[stream.next_index()].clone()));
         }
         let texts: Vec<String> = batch.iter().map(|(_, p)| p.clone()).collect();
-        let replies = generate(&d, &texts, sizes, args.concurrency).await?;
+        let replies = generate(
+            &d,
+            &texts,
+            sizes.max_tokens,
+            sizes.temperature,
+            args.concurrency,
+        )
+        .await?;
         for ((id, prompt), reply) in batch.iter().zip(&replies) {
             let verdict = rater.rate(reply, &mut rng);
             let reason = if arm == Arm::Hints {
@@ -385,23 +412,33 @@ async fn run_arm(
                 .ok()?;
             given += 1;
         }
+        phases.rating = t.elapsed().as_secs_f64();
         bar.set_message(format!("{given} ratings; the scheduler trains"));
+        let t = Instant::now();
         let (serving, run_id) = wait_for_training(&mut d, &mut client, sizes.round_size, last_run)
             .await
             .with_context(|| format!("{rater} / {}: round {round}", arm.name()))?;
         last_run = run_id;
+        phases.training = t.elapsed().as_secs_f64();
         bar.set_message(format!("{given} ratings; reading the held-out rate"));
-        let replies = held_out_replies(&d, &held, sizes, args.concurrency).await?;
-        let judged: Vec<(String, String, bool)> = replies
-            .iter()
-            .map(|(p, r)| (p.clone(), r.clone(), rater.check(r)))
-            .collect();
+        let t = Instant::now();
+        let judged = held_out_replies(&d, &held, rater, sizes, args.concurrency).await?;
+        phases.held_out = t.elapsed().as_secs_f64();
         let (runs, held_back) = count_runs(&d.dir)?;
-        let p = read_point(
-            scorer, &d.dir, &judged, serving, round, given, runs, held_back, t0,
-        )?;
+        let p = Point {
+            round,
+            ratings: given,
+            runs,
+            held_back,
+            ..read_point(scorer, &d.dir, &judged, serving, t0, phases)?
+        };
         bar.set_message(format!("rate {:.2}", p.rate));
         points.push(p);
+        // A long run shows its figures as it goes, and keeps them if it stops early.
+        std::fs::write(
+            dir.join("points.json"),
+            serde_json::to_string_pretty(&points)?,
+        )?;
         bar.inc(1);
     }
     bar.finish_with_message(format!(
@@ -414,53 +451,67 @@ async fn run_arm(
     Ok(summarise(rater, arm, points))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The rate, margin and perplexity of what serves; the caller fills in the round's counts.
 fn read_point(
     scorer: &Scorer,
     dir: &std::path::Path,
     judged: &[(String, String, bool)],
     serving: Option<String>,
-    round: usize,
-    ratings: usize,
-    runs: usize,
-    held_back: usize,
     t0: Instant,
+    mut phases: Phases,
 ) -> Result<Point> {
+    let t = Instant::now();
     let weights = Scorer::serving_weights(dir, serving.as_deref())?;
     let good = judged.iter().filter(|j| j.2).count();
+    let margin = scorer.margin(weights.as_ref())?;
+    let neutral_perplexity = scorer.perplexity(weights.as_ref())?;
+    phases.scoring = t.elapsed().as_secs_f64();
     Ok(Point {
-        round,
-        ratings,
+        round: 0,
+        ratings: 0,
         rate: good as f64 / judged.len().max(1) as f64,
-        margin: scorer.margin(weights.as_ref())?,
-        neutral_perplexity: scorer.perplexity(weights.as_ref())?,
+        margin,
+        neutral_perplexity,
         serving,
-        runs,
-        held_back,
+        runs: 0,
+        held_back: 0,
         seconds: t0.elapsed().as_secs_f64(),
+        phases,
     })
 }
 
-/// Several sampled replies per held-out prompt, as (prompt, reply).
+/// Several sampled replies per held-out prompt, judged by the rater, as (prompt, reply, good).
+/// Each reply stops once the rater's verdict is decided (the prefix rater reads only the first
+/// word): sampling runs left to right, so the rate is the same as with whole replies.
 async fn held_out_replies(
     d: &Daemon,
     held: &[&String],
+    rater: &Preference,
     sizes: &Sizes,
     concurrency: usize,
-) -> Result<Vec<(String, String)>> {
+) -> Result<Vec<(String, String, bool)>> {
     let asks: Vec<String> = held
         .iter()
         .flat_map(|p| std::iter::repeat_n((*p).clone(), sizes.samples))
         .collect();
-    let replies = generate(d, &asks, sizes, concurrency).await?;
-    Ok(asks.into_iter().zip(replies).collect())
+    let max_tokens = rater.tokens_to_decide(sizes.max_tokens);
+    let replies = generate(d, &asks, max_tokens, sizes.temperature, concurrency).await?;
+    Ok(asks
+        .into_iter()
+        .zip(replies)
+        .map(|(p, r)| {
+            let good = rater.check(&r);
+            (p, r, good)
+        })
+        .collect())
 }
 
 /// Replies from the model endpoint, `concurrency` requests in flight (mistral.rs batches them).
 async fn generate(
     d: &Daemon,
     prompts: &[String],
-    sizes: &Sizes,
+    max_tokens: usize,
+    temperature: f64,
     concurrency: usize,
 ) -> Result<Vec<String>> {
     let mut out = vec![String::new(); prompts.len()];
@@ -470,7 +521,6 @@ async fn generate(
         while tasks.len() < concurrency.max(1) && next < prompts.len() {
             let endpoint = d.endpoint_handle();
             let (i, p) = (next, prompts[next].clone());
-            let (max_tokens, temperature) = (sizes.max_tokens, sizes.temperature);
             tasks.spawn(async move { (i, endpoint.reply(&p, max_tokens, temperature).await) });
             next += 1;
         }
@@ -625,6 +675,14 @@ fn print_report(r: &Report) {
             a.perplexity_change
                 .map(|x| format!("{:+.1}%", 100.0 * x))
                 .unwrap_or("-".into())
+        );
+        let total = |f: fn(&Phases) -> f64| a.points.iter().map(|p| f(&p.phases)).sum::<f64>();
+        println!(
+            "  time: {:.0} s rating, {:.0} s training, {:.0} s held-out replies, {:.0} s scoring",
+            total(|p| p.rating),
+            total(|p| p.training),
+            total(|p| p.held_out),
+            total(|p| p.scoring)
         );
     }
     for p in &r.plots {

@@ -67,6 +67,16 @@ impl Preference {
         }
     }
 
+    /// How many tokens of a reply (of at most `max_tokens`) `check` needs. The prefix rater reads
+    /// only the first word: a word of n bytes takes at most n tokens, and 8 more cover leading
+    /// markdown or blank lines and the character that ends the word.
+    pub fn tokens_to_decide(&self, max_tokens: usize) -> usize {
+        match self {
+            Preference::StartsWith(word) => max_tokens.min(word.len() + 8),
+            _ => max_tokens,
+        }
+    }
+
     /// Rates a reply; `rng` decides whether a bad rating comes with a reason, and which.
     pub fn rate(&self, reply: &str, rng: &mut SplitMix64) -> Verdict {
         if self.check(reply) {
@@ -165,6 +175,14 @@ mod tests {
         assert!(!list.check("- only one item"));
         assert!(Preference::NoExclamation.check("Calm."));
         assert!(!Preference::NoExclamation.check("Great!"));
+    }
+
+    #[test]
+    fn only_the_prefix_rater_reads_part_of_a_reply() {
+        assert_eq!(Preference::StartsWith("To".into()).tokens_to_decide(96), 10);
+        assert_eq!(Preference::StartsWith("To".into()).tokens_to_decide(6), 6);
+        assert_eq!(Preference::UnderWords(40).tokens_to_decide(96), 96);
+        assert_eq!(Preference::NoExclamation.tokens_to_decide(96), 96);
     }
 
     #[test]
