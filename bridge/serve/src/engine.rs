@@ -344,7 +344,10 @@ fn load_blocking(cfg: &ServeConfig) -> Result<Engine> {
     tm = if cfg!(feature = "cuda") {
         tm.with_dtype(ModelDType::Auto)
     } else {
-        tm.with_dtype(ModelDType::F32)
+        // mistral.rs 0.8.1's prefix cache bounds only the caches it holds on a GPU: on the CPU
+        // it kept every finished sequence's KV cache (about 23 MB each for SmolLM2-135M, room
+        // for 512 tokens), so the endpoint grew without end, 11 GiB in an hour of use.
+        tm.with_dtype(ModelDType::F32).with_prefix_cache_n(None)
     };
     if let Some(q) = cfg.isq {
         tm = tm.with_isq(q);
