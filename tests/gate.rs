@@ -645,6 +645,8 @@ fn an_imported_adapter_that_drifts_beyond_the_presets_bound_is_kept_as_a_candida
     let model = tiny_model(&tmp);
     let bridge = Bridge::start(&training_config(&model, ""));
     let adapter = tmp.join("wild");
+    // On the tiny model this adapter raises neutral perplexity by about 50% (0.5 lowers it by
+    // about 66%, which harms no one and holds nothing back).
     write_adapter(
         &adapter,
         &peft_config(
@@ -656,7 +658,7 @@ fn an_imported_adapter_that_drifts_beyond_the_presets_bound_is_kept_as_a_candida
             4,
             &["q_proj", "k_proj", "v_proj", "o_proj"],
             2,
-            0.5,
+            0.2,
         )),
     );
     let out = import(bridge.data_dir(), &adapter, &[]);
@@ -668,10 +670,10 @@ fn an_imported_adapter_that_drifts_beyond_the_presets_bound_is_kept_as_a_candida
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("The evaluation gate held it back"), "{text}");
     assert!(
-        text.contains("v1 is held back and not served: its perplexity on neutral prompts is -"),
+        text.contains("v1 is held back and not served: its perplexity on neutral prompts is +"),
         "{text}"
     );
-    assert!(text.contains("beyond the limit of ±20.0%"), "{text}");
+    assert!(text.contains("above the limit of +20.0%"), "{text}");
     assert!(
         text.contains("The gate checked drift alone: there are no held-out turns yet"),
         "{text}"

@@ -97,7 +97,7 @@ fn too_few(report: &GateReport) -> String {
 /// One line on the drift from the base.
 fn drift_sentence(report: &GateReport) -> String {
     format!(
-        "perplexity on neutral prompts {} against the base model (limit ±{:.1}%)",
+        "perplexity on neutral prompts {} against the base model (limit +{:.1}%)",
         percent(report.candidate.drift.perplexity_change),
         report.max_perplexity_change * 100.0
     )
@@ -122,7 +122,7 @@ fn reason_text(reason: &HoldReason, against: &str) -> String {
             perplexity_change,
             bound,
         } => format!(
-            "its perplexity on neutral prompts is {} against the base model, beyond the limit of ±{:.1}%",
+            "its perplexity on neutral prompts is {} against the base model, above the limit of +{:.1}%",
             percent(*perplexity_change),
             bound * 100.0
         ),
