@@ -12,6 +12,7 @@ pub mod datadir;
 pub mod endpoints;
 pub mod install;
 pub mod keys;
+pub mod memory;
 pub mod protocol;
 pub mod rewards;
 pub mod server;

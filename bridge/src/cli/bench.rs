@@ -294,7 +294,7 @@ async fn ingest(
     args: &IngestArgs,
     pid: Option<u32>,
 ) -> Result<Report> {
-    let rss_idle = pid.and_then(|p| rss_kb(p, "VmRSS"));
+    let rss_idle = pid.and_then(|p| crate::memory::status_kib(Some(p), "VmRSS"));
     // Ratings need turns to rate: capture a pool first (not measured).
     let mut pool: Vec<Vec<String>> = Vec::new();
     if let (Auth::Signed(key), Workload::Ratings) = (&*auth, args.workload) {
@@ -389,7 +389,7 @@ async fn ingest(
     let sampler = async {
         while start.elapsed() < duration {
             if let Some(p) = pid {
-                rss_peak = rss_peak.max(rss_kb(p, "VmRSS"));
+                rss_peak = rss_peak.max(crate::memory::status_kib(Some(p), "VmRSS"));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -423,22 +423,11 @@ async fn ingest(
         latency_ms: Percentiles::of(&hist),
         schedule_lag_ms: (args.rate > 0 && !lag.is_empty()).then(|| Percentiles::of(&lag)),
         rss_idle_kb: rss_idle,
-        rss_peak_kb: rss_peak.max(pid.and_then(|p| rss_kb(p, "VmHWM"))),
+        rss_peak_kb: rss_peak.max(pid.and_then(|p| crate::memory::status_kib(Some(p), "VmHWM"))),
     })
 }
 
 /// A memory figure (kB) from /proc/PID/status.
-fn rss_kb(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 fn print_report(r: &Report) {
     println!(
         "{} {} · {} connections · {:.1} s{}",

@@ -46,6 +46,8 @@ pub fn spawn(model: PathBuf, adapters: PathBuf, listen: SocketAddr, model_id: St
         tracing::info!("loading {} for the model endpoint", model.display());
         match rlclaw_serve::bind(&config).await {
             Ok(server) => {
+                crate::memory::release_freed("loading the model");
+                tokio::spawn(release_after_reloads(server.status()));
                 eprintln!(
                     "rlclaw: model endpoint (OpenAI-compatible) on http://{listen}/v1, adapter {}",
                     config
@@ -61,6 +63,17 @@ pub fn spawn(model: PathBuf, adapters: PathBuf, listen: SocketAddr, model_id: St
             Err(e) => tracing::error!("the model endpoint could not start: {e}"),
         }
     });
+}
+
+/// A reload frees the previous model and the new one's load buffers: hand them back.
+async fn release_after_reloads(mut status: watch::Receiver<rlclaw_serve::ReloadStatus>) {
+    while status.changed().await.is_ok() {
+        if !status.borrow_and_update().loading {
+            let _ =
+                tokio::task::spawn_blocking(|| crate::memory::release_freed("reloading the model"))
+                    .await;
+        }
+    }
 }
 
 /// Sends the active adapter's path whenever it changes.

@@ -129,6 +129,7 @@ fn tick(
         },
         stop,
     );
+    crate::memory::release_freed("training");
     match outcome {
         Ok(o) if o.promoted => {
             tracing::info!(
