@@ -47,7 +47,9 @@ fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
         let rate = p["rate"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&rate));
         assert!(p["neutral_perplexity"].as_f64().unwrap() > 1.0);
+        assert!(p["neutral_kl"].as_f64().unwrap() >= 0.0);
     }
+    assert_eq!(points[0]["neutral_kl"], 0.0, "the base against itself");
     // What serves after the round is what the gate decided (a version, or the base if held).
     let serving = points[1]["serving"].as_str();
     let held_back = points[1]["held_back"].as_u64().unwrap();
@@ -64,5 +66,33 @@ fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
     let svg = std::fs::read_to_string(plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("hints"));
     assert!(out.join("results.json").exists());
+
+    // Arms run as separate processes are reported together from their points.json.
+    let again = Command::new(rlclaw_bin())
+        .args(["bench", "learn", "--json", "--from-points", "--out"])
+        .arg(&out)
+        .args(["--preset-rater", "under:20", "--arms", "hints"])
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["results"][0]["points"], arm["points"]);
+    assert_eq!(again["results"][0]["rise_within_64"], arm["rise_within_64"]);
+    let missing = Command::new(rlclaw_bin())
+        .args(["bench", "learn", "--from-points", "--out"])
+        .arg(&out)
+        .args(["--preset-rater", "under:20", "--arms", "binary"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("under-20-binary") && err.contains("run the arm first"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -96,11 +96,17 @@ fn too_few(report: &GateReport) -> String {
 
 /// One line on the drift from the base.
 fn drift_sentence(report: &GateReport) -> String {
-    format!(
+    let mut text = format!(
         "perplexity on neutral prompts {} against the base model (limit +{:.1}%)",
         percent(report.candidate.drift.perplexity_change),
         report.max_perplexity_change * 100.0
-    )
+    );
+    if let Some(kl) = report.candidate.drift.kl {
+        text.push_str(&format!(
+            ", its word predictions there {kl:.3} nats per token from the base's"
+        ));
+    }
+    text
 }
 
 /// How one reason for holding a version back reads.
@@ -125,6 +131,9 @@ fn reason_text(reason: &HoldReason, against: &str) -> String {
             "its perplexity on neutral prompts is {} against the base model, above the limit of +{:.1}%",
             percent(*perplexity_change),
             bound * 100.0
+        ),
+        HoldReason::Spread { kl, bound } => format!(
+            "its word predictions on neutral prompts moved {kl:.3} nats per token from the base model's, above the limit of {bound:.3}: its replies would ramble"
         ),
     }
 }

@@ -421,6 +421,52 @@ impl<'m> Decoder<'m> {
         in_pool(run).ctx("decoder forward")
     }
 
+    /// KL(reference ‖ lora) of the next-token distributions at each position of `ids[start..]`,
+    /// in nats: how far an adapter moved the whole distribution, not only the probability of
+    /// the tokens that are there. A policy pushed off its own replies can keep the text's
+    /// tokens as likely as before while spreading mass over the rest of the vocabulary.
+    pub fn response_kl(
+        &self,
+        ids: &[u32],
+        start: usize,
+        reference: Option<&LoraSet>,
+        lora: Option<&LoraSet>,
+    ) -> Result<Vec<f64>> {
+        if start == 0 || start >= ids.len() {
+            return Err(TrainerError::Request(format!(
+                "response must start after the first token and before the end (start {start}, length {})",
+                ids.len()
+            )));
+        }
+        let n = ids.len() - start;
+        let run = || -> candle_core::Result<Vec<f64>> {
+            let states = |l: Option<&LoraSet>| -> candle_core::Result<Tensor> {
+                let x = self.hidden(ids, l, false)?.narrow(0, start - 1, n)?;
+                self.norm(&x, &self.w.final_norm)
+            };
+            let (xr, xl) = (states(reference)?, states(lora)?);
+            let block = if self.device().is_cpu() {
+                LOGIT_BLOCK_CPU
+            } else {
+                LOGIT_BLOCK_GPU
+            };
+            let mut out = Vec::with_capacity(n);
+            for s in (0..n).step_by(block) {
+                let len = block.min(n - s);
+                let log_softmax = |x: &Tensor| -> candle_core::Result<Tensor> {
+                    let logits = frozen(self.kernels, &x.narrow(0, s, len)?, &self.w.lm_head)?
+                        .to_dtype(DType::F32)?;
+                    candle_nn::ops::log_softmax(&logits, D::Minus1)
+                };
+                let (lr, ll) = (log_softmax(&xr)?, log_softmax(&xl)?);
+                let kl = lr.exp()?.mul(&(&lr - &ll)?)?.sum(D::Minus1)?;
+                out.extend(kl.to_vec1::<f32>()?.into_iter().map(f64::from));
+            }
+            Ok(out)
+        };
+        in_pool(run).ctx("decoder forward")
+    }
+
     /// Next-token logits at the last position (for tests and sampling checks).
     pub fn last_logits(&self, ids: &[u32], lora: Option<&LoraSet>) -> Result<Tensor> {
         let run = || -> candle_core::Result<Tensor> {

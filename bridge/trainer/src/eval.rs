@@ -90,6 +90,12 @@ pub struct GatePolicy {
     /// The largest rise of perplexity on the neutral set against the base (0.1 = 10%): a
     /// version that finds everyday text this much less likely than the base has drifted.
     pub max_perplexity_change: f64,
+    /// The largest mean KL divergence (nats per token) of the candidate's next-token
+    /// distributions from the base's on the neutral set: training that pushes the model off its
+    /// own replies can leave everyday text as likely as before while the rest of the
+    /// distribution spreads, and sampled replies turn to gibberish (BENCHMARKS.md, "Learning").
+    #[serde(default = "default_max_kl")]
+    pub max_kl: f64,
     /// Longest sequence scored, in tokens (prompts are cut from the left).
     pub max_seq_len: usize,
 }
@@ -103,14 +109,26 @@ impl GatePolicy {
             Preset::Balanced => 0.10,
             Preset::Aggressive => 0.20,
         };
+        // Healthy SmolLM2 adapters measured 0.01–0.04 nats per token; the ones whose replies
+        // had turned to gibberish 0.17–0.39.
+        let max_kl = match preset {
+            Preset::Careful => 0.05,
+            Preset::Balanced => 0.10,
+            Preset::Aggressive => 0.20,
+        };
         Self {
             min_held_out: 4,
             max_held_out: 64,
             noise_allowance: 1.0,
             max_perplexity_change,
+            max_kl,
             max_seq_len: 512,
         }
     }
+}
+
+fn default_max_kl() -> f64 {
+    GatePolicy::default().max_kl
 }
 
 impl Default for GatePolicy {
@@ -150,6 +168,10 @@ pub struct DriftFigures {
     pub mean_abs_change: f64,
     /// exp(−mean change) − 1: the relative change of perplexity (0.05 = 5% higher).
     pub perplexity_change: f64,
+    /// Mean KL(base ‖ adapter) of the next-token distributions, nats per token (absent from
+    /// records written before it was measured).
+    #[serde(default)]
+    pub kl: Option<f64>,
 }
 
 /// One adapter's figures.
@@ -185,6 +207,9 @@ pub enum HoldReason {
     },
     /// Its neutral-set perplexity moved further from the base's than the preset allows.
     Drift { perplexity_change: f64, bound: f64 },
+    /// Its next-token distributions on the neutral set moved further from the base's than the
+    /// preset allows (mean KL, nats per token).
+    Spread { kl: f64, bound: f64 },
 }
 
 /// What the gate measured and decided.
@@ -347,7 +372,33 @@ fn held_out_figures(turns: &[Scored], scores: &[f64]) -> HeldOutFigures {
     }
 }
 
-fn drift_figures(base: &[Option<TokenScore>], adapted: &[Option<TokenScore>]) -> DriftFigures {
+/// Mean KL(base ‖ adapter) per token over the replies of `samples`.
+pub fn mean_kl_from_base(
+    model: &LoadedModel,
+    adapter: &LoraSet,
+    samples: &[Sample],
+    max_seq_len: usize,
+) -> Result<f64> {
+    let dec = Decoder::new(&model.config, &model.weights);
+    let (mut sum, mut tokens) = (0.0, 0usize);
+    for s in samples {
+        let enc = match encode_sample(model, s, max_seq_len) {
+            Ok(e) => e,
+            Err(TrainerError::Request(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let kl = dec.response_kl(&enc.ids, enc.start, None, Some(adapter))?;
+        sum += kl.iter().sum::<f64>();
+        tokens += kl.len();
+    }
+    Ok(sum / tokens.max(1) as f64)
+}
+
+fn drift_figures(
+    base: &[Option<TokenScore>],
+    adapted: &[Option<TokenScore>],
+    kl: f64,
+) -> DriftFigures {
     let (mut texts, mut tokens, mut sum, mut abs) = (0usize, 0usize, 0.0f64, 0.0f64);
     for (b, a) in base.iter().zip(adapted) {
         let (Some(b), Some(a)) = (b, a) else { continue };
@@ -367,6 +418,7 @@ fn drift_figures(base: &[Option<TokenScore>], adapted: &[Option<TokenScore>]) ->
         mean_logprob_change: mean_change,
         mean_abs_change: abs / n,
         perplexity_change: (-mean_change).exp() - 1.0,
+        kl: Some(kl),
     }
 }
 
@@ -427,6 +479,11 @@ pub fn evaluate(
         .as_ref()
         .map(|l| score_samples(model, Some(l), &neutral, len))
         .transpose()?;
+    let kl_cand = mean_kl_from_base(model, &cand, &neutral, len)?;
+    let kl_act = act
+        .as_ref()
+        .map(|l| mean_kl_from_base(model, l, &neutral, len))
+        .transpose()?;
 
     let has_turns = !turns.is_empty();
     let base_fig = held_out_figures(
@@ -435,11 +492,11 @@ pub fn evaluate(
     );
     let cand_fig = AdapterFigures {
         held_out: has_turns.then(|| held_out_figures(&turns, &cand_means)),
-        drift: drift_figures(&n_base, &n_cand),
+        drift: drift_figures(&n_base, &n_cand, kl_cand),
     };
-    let act_fig = n_act.as_ref().map(|n| AdapterFigures {
+    let act_fig = n_act.as_ref().zip(kl_act).map(|(n, kl)| AdapterFigures {
         held_out: has_turns.then(|| held_out_figures(&turns, &act_means)),
-        drift: drift_figures(&n_base, n),
+        drift: drift_figures(&n_base, n, kl),
     });
 
     // The paired difference of margins, and its standard error.
@@ -477,6 +534,12 @@ pub fn evaluate(
         reasons.push(HoldReason::Drift {
             perplexity_change: change,
             bound: policy.max_perplexity_change,
+        });
+    }
+    if !kl_cand.is_finite() || kl_cand > policy.max_kl {
+        reasons.push(HoldReason::Spread {
+            kl: kl_cand,
+            bound: policy.max_kl,
         });
     }
     Ok(GateReport {

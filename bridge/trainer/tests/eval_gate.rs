@@ -169,3 +169,68 @@ fn unrated_held_out_turns_are_left_out_and_drift_matches_perplexity() {
         r.candidate.drift.perplexity_change
     );
 }
+
+/// The KL the gate reads is the divergence of whole next-token distributions: checked against
+/// softmaxes of `last_logits` taken one prefix at a time.
+#[test]
+fn response_kl_matches_next_token_distributions_computed_one_prefix_at_a_time() {
+    use rlclaw_trainer::Decoder;
+    let m = model("kl");
+    let a = trained(&m, turns(0..16, true), None);
+    let lora = rlclaw_trainer::eval::lora_for(&m, &a).unwrap();
+    let dec = Decoder::new(&m.config, &m.weights);
+    let ids: Vec<u32> = m
+        .encode("question 3: Sure: short answer. A very long one")
+        .unwrap();
+    let start = 4;
+    let kl = dec.response_kl(&ids, start, None, Some(&lora)).unwrap();
+    assert_eq!(kl.len(), ids.len() - start);
+    let softmax = |l: Option<&rlclaw_trainer::LoraSet>, upto: usize| -> Vec<f64> {
+        let v: Vec<f32> = dec.last_logits(&ids[..upto], l).unwrap().to_vec1().unwrap();
+        let max = v.iter().cloned().fold(f32::MIN, f32::max);
+        let e: Vec<f64> = v.iter().map(|x| f64::from(x - max).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.iter().map(|x| x / z).collect()
+    };
+    for (i, got) in kl.iter().enumerate() {
+        let (p, q) = (softmax(None, start + i), softmax(Some(&lora), start + i));
+        let want: f64 = p.iter().zip(&q).map(|(p, q)| p * (p / q).ln()).sum();
+        assert!((got - want).abs() < 1e-4, "position {i}: {got} vs {want}");
+    }
+    assert!(
+        kl.iter().any(|&k| k > 1e-4),
+        "the adapter changed nothing: {kl:?}"
+    );
+    let same = dec
+        .response_kl(&ids, start, Some(&lora), Some(&lora))
+        .unwrap();
+    assert!(same.iter().all(|k| k.abs() < 1e-6), "{same:?}");
+}
+
+#[test]
+fn a_candidate_whose_predictions_spread_beyond_the_kl_bound_is_held_with_the_figure() {
+    let m = model("spread");
+    let a = trained(&m, turns(0..16, false), None);
+    let held_out = turns(100..108, false);
+    let r = evaluate(&m, &a, None, &held_out, &policy()).unwrap();
+    let kl = r.candidate.drift.kl.expect("the KL is measured");
+    assert!(kl > 0.0 && kl.is_finite(), "{kl}");
+    let strict = GatePolicy {
+        max_kl: kl / 2.0,
+        ..policy()
+    };
+    let r = evaluate(&m, &a, None, &held_out, &strict).unwrap();
+    assert_eq!(r.verdict, Verdict::Hold);
+    match &r.reasons[..] {
+        [HoldReason::Spread { kl: got, bound }] => {
+            assert!((got - kl).abs() < 1e-9);
+            assert_eq!(*bound, kl / 2.0);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Policies stored before the bound existed read the balanced preset's.
+    let mut old = serde_json::to_value(policy()).unwrap();
+    old.as_object_mut().unwrap().remove("max_kl");
+    let old: GatePolicy = serde_json::from_value(old).unwrap();
+    assert_eq!(old.max_kl, GatePolicy::default().max_kl);
+}

@@ -1,11 +1,14 @@
 //! What is read after each round besides the rate: the log-probability margin between the
 //! base's held-out replies that have the preferred style and those that do not (under the
-//! adapter that serves), and perplexity on the trainer's neutral set.
+//! adapter that serves), and perplexity and KL divergence from the base on the trainer's
+//! neutral set.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use rlclaw_trainer::eval::{lora_for, neutral_perplexity, score_samples};
+use rlclaw_trainer::eval::{
+    lora_for, mean_kl_from_base, neutral_perplexity, neutral_samples, score_samples,
+};
 use rlclaw_trainer::{AdapterStore, LoadedModel, LoraWeights, ModelSource, Sample};
 
 pub struct Scorer {
@@ -74,5 +77,21 @@ impl Scorer {
 
     pub fn perplexity(&self, adapter: Option<&LoraWeights>) -> Result<f64> {
         Ok(neutral_perplexity(&self.model, adapter)?)
+    }
+
+    /// Mean KL(base ‖ adapter) of next-token distributions on the neutral set (0 for the base).
+    pub fn kl(&self, adapter: Option<&LoraWeights>) -> Result<f64> {
+        match adapter {
+            None => Ok(0.0),
+            Some(w) => {
+                let lora = lora_for(&self.model, w)?;
+                Ok(mean_kl_from_base(
+                    &self.model,
+                    &lora,
+                    &neutral_samples(),
+                    512,
+                )?)
+            }
+        }
     }
 }

@@ -23,14 +23,14 @@ use hyper::Method;
 use indicatif::{ProgressBar, ProgressStyle};
 use rlclaw_trainer::is_held_out;
 use rlclaw_trainer::lora::SplitMix64;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use daemon::{ArmConfig, Daemon};
 use measure::Scorer;
 use prompts::{PromptSet, PromptStream};
 use raters::Preference;
 
-#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arm {
     /// Good/bad ratings only.
@@ -101,6 +101,10 @@ pub struct Args {
     /// The GGUF or Hugging Face folder (default: the demo model, SmolLM2-135M-Instruct).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Run nothing: report and plot from the points.json each arm wrote under --out (arms run
+    /// as separate processes, or a run that stopped part way).
+    #[arg(long)]
+    from_points: bool,
 }
 
 /// The default rater: SmolLM2-135M-Instruct begins about one reply in six with "To" (measured
@@ -150,7 +154,7 @@ impl Args {
 }
 
 /// The figures after one round.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Point {
     round: usize,
     /// Ratings given so far (held-out turns included).
@@ -159,6 +163,10 @@ struct Point {
     rate: f64,
     margin: Option<f64>,
     neutral_perplexity: f64,
+    /// KL(base ‖ serving) of next-token distributions on the neutral set, nats per token
+    /// (None in points written before it was measured).
+    #[serde(default)]
+    neutral_kl: Option<f64>,
     /// The version serving when this was read (None: the base).
     serving: Option<String>,
     /// Training runs so far, and how many of their versions the gate held back.
@@ -171,7 +179,7 @@ struct Point {
 }
 
 /// Seconds of one round by phase.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Phases {
     /// Generating, capturing and rating the round's replies.
     rating: f64,
@@ -216,7 +224,7 @@ pub fn run(args: Args) -> Result<()> {
         .model
         .clone()
         .unwrap_or_else(crate::training::demo_model_path);
-    if !model.exists() {
+    if !args.from_points && !model.exists() {
         bail!(
             "the model {} is missing: fetch the demo model with .ci/fetch-model, or pass --model",
             model.display()
@@ -230,24 +238,23 @@ pub fn run(args: Args) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut scorer = Scorer::load(&model)?;
+    let mut scorer = if args.from_points {
+        None
+    } else {
+        Some(Scorer::load(&model)?)
+    };
     let mut results = Vec::new();
     let mut plots = Vec::new();
     for rater in &raters {
         let mut curves = Vec::new();
         let mut base = None;
         for &arm in &args.arms {
-            let r = runtime.block_on(run_arm(
-                &out,
-                &model,
-                &prompts,
-                rater,
-                arm,
-                &sizes,
-                &args,
-                &mut scorer,
-                &mut base,
-            ))?;
+            let r = match scorer.as_mut() {
+                None => saved_arm(&out, rater, arm)?,
+                Some(scorer) => runtime.block_on(run_arm(
+                    &out, &model, &prompts, rater, arm, &sizes, &args, scorer, &mut base,
+                ))?,
+            };
             curves.push(r);
         }
         let path = out.join(format!("learn-{}.svg", file_safe(&rater.to_string())));
@@ -290,6 +297,28 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Where an arm keeps its data folder and points.json.
+fn arm_dir(out: &std::path::Path, rater: &Preference, arm: Arm) -> PathBuf {
+    out.join(format!("{}-{}", file_safe(&rater.to_string()), arm.name()))
+}
+
+/// An arm's result from the points.json it wrote as it ran.
+fn saved_arm(out: &std::path::Path, rater: &Preference, arm: Arm) -> Result<ArmResult> {
+    let path = arm_dir(out, rater, arm).join("points.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (run the arm first, with the same --out)",
+            path.display()
+        )
+    })?;
+    let points: Vec<Point> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a bench learn points.json", path.display()))?;
+    if points.is_empty() {
+        bail!("{} holds no points", path.display());
+    }
+    Ok(summarise(rater, arm, points))
+}
+
 fn file_safe(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -319,7 +348,7 @@ async fn run_arm(
     );
     bar.set_prefix(format!("{rater} / {}", arm.name()));
     bar.enable_steady_tick(Duration::from_secs(1));
-    let dir = out.join(format!("{}-{}", file_safe(&rater.to_string()), arm.name()));
+    let dir = arm_dir(out, rater, arm);
     bar.set_message("starting the daemon and loading the model");
     let mut d = Daemon::start(
         &dir,
@@ -465,6 +494,7 @@ fn read_point(
     let good = judged.iter().filter(|j| j.2).count();
     let margin = scorer.margin(weights.as_ref())?;
     let neutral_perplexity = scorer.perplexity(weights.as_ref())?;
+    let neutral_kl = Some(scorer.kl(weights.as_ref())?);
     phases.scoring = t.elapsed().as_secs_f64();
     Ok(Point {
         round: 0,
@@ -472,6 +502,7 @@ fn read_point(
         rate: good as f64 / judged.len().max(1) as f64,
         margin,
         neutral_perplexity,
+        neutral_kl,
         serving,
         runs: 0,
         held_back: 0,
@@ -651,14 +682,17 @@ fn print_report(r: &Report) {
     );
     for a in &r.results {
         println!("\nrater {} / arm {}:", a.rater, a.arm.name());
-        println!("  ratings  rate   margin   neutral ppl  serving  runs  held back");
+        println!("  ratings  rate   margin   neutral ppl  KL/token  serving  runs  held back");
         for p in &a.points {
             println!(
-                "  {:>7}  {:.2}  {:>7}  {:>11.3}  {:>7}  {:>4}  {:>9}",
+                "  {:>7}  {:.2}  {:>7}  {:>11.3}  {:>8}  {:>7}  {:>4}  {:>9}",
                 p.ratings,
                 p.rate,
                 p.margin.map(|m| format!("{m:+.3}")).unwrap_or("-".into()),
                 p.neutral_perplexity,
+                p.neutral_kl
+                    .map(|k| format!("{k:.3}"))
+                    .unwrap_or("-".into()),
                 p.serving.as_deref().unwrap_or("base"),
                 p.runs,
                 p.held_back
