@@ -386,12 +386,7 @@ impl<'m> Decoder<'m> {
         lora: Option<&LoraSet>,
         track: bool,
     ) -> Result<Tensor> {
-        if start == 0 || start >= ids.len() {
-            return Err(TrainerError::Request(format!(
-                "response must start after the first token and before the end (start {start}, length {})",
-                ids.len()
-            )));
-        }
+        check_response_range(ids, start)?;
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
             return Err(TrainerError::Request(format!(
                 "token id {bad} is outside the vocabulary ({})",
@@ -405,11 +400,7 @@ impl<'m> Decoder<'m> {
             let x = self.norm(&x, &self.w.final_norm)?;
             // Logits in blocks of rows: a (tokens × vocab) matrix is never whole in memory,
             // and each block stays small enough for the allocator to reuse.
-            let block = if self.device().is_cpu() {
-                LOGIT_BLOCK_CPU
-            } else {
-                LOGIT_BLOCK_GPU
-            };
+            let block = self.logit_block();
             let mut parts = Vec::with_capacity(n.div_ceil(block));
             for s in (0..n).step_by(block) {
                 let len = block.min(n - s);
@@ -432,12 +423,7 @@ impl<'m> Decoder<'m> {
         reference: Option<&LoraSet>,
         lora: Option<&LoraSet>,
     ) -> Result<Vec<f64>> {
-        if start == 0 || start >= ids.len() {
-            return Err(TrainerError::Request(format!(
-                "response must start after the first token and before the end (start {start}, length {})",
-                ids.len()
-            )));
-        }
+        check_response_range(ids, start)?;
         let n = ids.len() - start;
         let run = || -> candle_core::Result<Vec<f64>> {
             let states = |l: Option<&LoraSet>| -> candle_core::Result<Tensor> {
@@ -445,11 +431,7 @@ impl<'m> Decoder<'m> {
                 self.norm(&x, &self.w.final_norm)
             };
             let (xr, xl) = (states(reference)?, states(lora)?);
-            let block = if self.device().is_cpu() {
-                LOGIT_BLOCK_CPU
-            } else {
-                LOGIT_BLOCK_GPU
-            };
+            let block = self.logit_block();
             let mut out = Vec::with_capacity(n);
             for s in (0..n).step_by(block) {
                 let len = block.min(n - s);
@@ -467,6 +449,15 @@ impl<'m> Decoder<'m> {
         in_pool(run).ctx("decoder forward")
     }
 
+    /// Rows of logits computed at once (small blocks on the CPU stay in cache).
+    fn logit_block(&self) -> usize {
+        if self.device().is_cpu() {
+            LOGIT_BLOCK_CPU
+        } else {
+            LOGIT_BLOCK_GPU
+        }
+    }
+
     /// Next-token logits at the last position (for tests and sampling checks).
     pub fn last_logits(&self, ids: &[u32], lora: Option<&LoraSet>) -> Result<Tensor> {
         let run = || -> candle_core::Result<Tensor> {
@@ -480,4 +471,16 @@ impl<'m> Decoder<'m> {
         }
         run().ctx("decoder forward")
     }
+}
+
+/// A response must start after the first token (its logits come from the one before) and
+/// before the end.
+fn check_response_range(ids: &[u32], start: usize) -> Result<()> {
+    if start == 0 || start >= ids.len() {
+        return Err(TrainerError::Request(format!(
+            "response must start after the first token and before the end (start {start}, length {})",
+            ids.len()
+        )));
+    }
+    Ok(())
 }

@@ -110,7 +110,7 @@ impl GatePolicy {
             Preset::Aggressive => 0.20,
         };
         // Healthy SmolLM2 adapters measured 0.01–0.04 nats per token; the ones whose replies
-        // had turned to gibberish 0.17–0.39.
+        // had turned to gibberish 0.17–0.54 (BENCHMARKS.md, "Learning").
         let max_kl = match preset {
             Preset::Careful => 0.05,
             Preset::Balanced => 0.10,
