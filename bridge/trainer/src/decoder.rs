@@ -4,6 +4,7 @@
 
 use candle_core::{D, DType, Device, Tensor};
 
+use crate::anchor::Anchor;
 use crate::error::{Result, TensorContext, TrainerError};
 use crate::lora::LoraSet;
 use crate::model::{BaseWeights, ModelConfig};
@@ -125,6 +126,16 @@ fn linear(
         y = y.broadcast_add(b)?;
     }
     Ok(y)
+}
+
+/// What [`Decoder::response_kl`] reads at each response position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Divergence {
+    /// KL(reference ‖ lora) of the next-token distributions, nats.
+    pub kl: Vec<f64>,
+    /// The log-probability of the token that is there, under the reference and under `lora`.
+    pub reference_logprobs: Vec<f32>,
+    pub logprobs: Vec<f32>,
 }
 
 impl<'m> Decoder<'m> {
@@ -386,28 +397,86 @@ impl<'m> Decoder<'m> {
         lora: Option<&LoraSet>,
         track: bool,
     ) -> Result<Tensor> {
-        check_response_range(ids, start)?;
-        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
+        let parts = self.response_blocks(ids, start, lora, track, |rows, logits| {
+            token_logprobs(logits, &ids[start + rows.start..start + rows.end])
+        })?;
+        Tensor::cat(&parts, 0).ctx("decoder forward")
+    }
+
+    /// [`Self::response_logprobs`] with the LoRA graph tracked, and beside it KL(anchor ‖ lora)
+    /// at each position (see [`Anchor::kl`]), both from the same logits.
+    pub fn response_logprobs_anchored(
+        &self,
+        ids: &[u32],
+        start: usize,
+        lora: &LoraSet,
+        anchor: &Anchor,
+    ) -> Result<(Tensor, Tensor)> {
+        if anchor.positions() != ids.len().saturating_sub(start) {
             return Err(TrainerError::Request(format!(
-                "token id {bad} is outside the vocabulary ({})",
-                self.cfg.vocab_size
+                "the anchor covers {} positions, the response has {}",
+                anchor.positions(),
+                ids.len().saturating_sub(start)
             )));
         }
+        let parts = self.response_blocks(ids, start, Some(lora), true, |rows, logits| {
+            let lp = token_logprobs(logits, &ids[start + rows.start..start + rows.end])?;
+            Ok((lp, anchor.kl(logits, rows)?))
+        })?;
+        let (lp, kl): (Vec<Tensor>, Vec<Tensor>) = parts.into_iter().unzip();
+        let cat = |t: Vec<Tensor>| Tensor::cat(&t, 0).ctx("decoder forward");
+        Ok((cat(lp)?, cat(kl)?))
+    }
+
+    /// The `k` likeliest next tokens and the mass of the rest at each position of `ids[start..]`
+    /// (no graph): what [`Self::response_logprobs_anchored`] holds a policy near.
+    pub fn response_anchor(
+        &self,
+        ids: &[u32],
+        start: usize,
+        lora: Option<&LoraSet>,
+        k: usize,
+    ) -> Result<Anchor> {
+        let mut anchor = Anchor {
+            k: k.max(1),
+            ids: Vec::new(),
+            logprobs: Vec::new(),
+            tail: Vec::new(),
+        };
+        self.response_blocks(ids, start, lora, false, |_, logits| {
+            let lsm = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+            anchor.push_rows(&lsm.to_vec2::<f32>()?);
+            Ok(())
+        })?;
+        Ok(anchor)
+    }
+
+    /// Runs the decoder over `ids` and hands `f` the logits of the response positions
+    /// `ids[start..]` in blocks of rows (positions relative to `start`): a (tokens × vocab)
+    /// matrix is never whole in memory, and each block stays small enough for the allocator
+    /// to reuse.
+    fn response_blocks<T: Send>(
+        &self,
+        ids: &[u32],
+        start: usize,
+        lora: Option<&LoraSet>,
+        track: bool,
+        mut f: impl FnMut(std::ops::Range<usize>, &Tensor) -> candle_core::Result<T> + Send,
+    ) -> Result<Vec<T>> {
+        self.check_ids(ids, start)?;
         let n = ids.len() - start;
-        let run = || -> candle_core::Result<Tensor> {
+        let run = || -> candle_core::Result<Vec<T>> {
             let x = self.hidden(ids, lora, track)?;
             let x = x.narrow(0, start - 1, n)?;
             let x = self.norm(&x, &self.w.final_norm)?;
-            // Logits in blocks of rows: a (tokens × vocab) matrix is never whole in memory,
-            // and each block stays small enough for the allocator to reuse.
             let block = self.logit_block();
             let mut parts = Vec::with_capacity(n.div_ceil(block));
             for s in (0..n).step_by(block) {
                 let len = block.min(n - s);
                 let logits = frozen(self.kernels, &x.narrow(0, s, len)?, &self.w.lm_head)?;
-                parts.push(token_logprobs(&logits, &ids[start + s..start + s + len])?);
+                parts.push(f(s..s + len, &logits)?);
             }
-            Tensor::cat(&parts, 0)
+            Ok(parts)
         };
         in_pool(run).ctx("decoder forward")
     }
@@ -415,24 +484,29 @@ impl<'m> Decoder<'m> {
     /// KL(reference ‖ lora) of the next-token distributions at each position of `ids[start..]`,
     /// in nats: how far an adapter moved the whole distribution, not only the probability of
     /// the tokens that are there. A policy pushed off its own replies can keep the text's
-    /// tokens as likely as before while spreading mass over the rest of the vocabulary.
+    /// tokens as likely as before while spreading mass over the rest of the vocabulary. The
+    /// tokens' own log-probabilities under both come from the same pass.
     pub fn response_kl(
         &self,
         ids: &[u32],
         start: usize,
         reference: Option<&LoraSet>,
         lora: Option<&LoraSet>,
-    ) -> Result<Vec<f64>> {
-        check_response_range(ids, start)?;
+    ) -> Result<Divergence> {
+        self.check_ids(ids, start)?;
         let n = ids.len() - start;
-        let run = || -> candle_core::Result<Vec<f64>> {
+        let run = || -> candle_core::Result<Divergence> {
             let states = |l: Option<&LoraSet>| -> candle_core::Result<Tensor> {
                 let x = self.hidden(ids, l, false)?.narrow(0, start - 1, n)?;
                 self.norm(&x, &self.w.final_norm)
             };
             let (xr, xl) = (states(reference)?, states(lora)?);
             let block = self.logit_block();
-            let mut out = Vec::with_capacity(n);
+            let mut out = Divergence {
+                kl: Vec::with_capacity(n),
+                reference_logprobs: Vec::with_capacity(n),
+                logprobs: Vec::with_capacity(n),
+            };
             for s in (0..n).step_by(block) {
                 let len = block.min(n - s);
                 let log_softmax = |x: &Tensor| -> candle_core::Result<Tensor> {
@@ -442,7 +516,13 @@ impl<'m> Decoder<'m> {
                 };
                 let (lr, ll) = (log_softmax(&xr)?, log_softmax(&xl)?);
                 let kl = lr.exp()?.mul(&(&lr - &ll)?)?.sum(D::Minus1)?;
-                out.extend(kl.to_vec1::<f32>()?.into_iter().map(f64::from));
+                out.kl
+                    .extend(kl.to_vec1::<f32>()?.into_iter().map(f64::from));
+                let idx =
+                    Tensor::from_slice(&ids[start + s..start + s + len], (len, 1), lr.device())?;
+                let token = |l: &Tensor| l.gather(&idx, 1)?.squeeze(1)?.to_vec1::<f32>();
+                out.reference_logprobs.extend(token(&lr)?);
+                out.logprobs.extend(token(&ll)?);
             }
             Ok(out)
         };
@@ -450,6 +530,18 @@ impl<'m> Decoder<'m> {
     }
 
     /// Rows of logits computed at once (small blocks on the CPU stay in cache).
+    /// A response range inside `ids`, and every id inside the vocabulary.
+    fn check_ids(&self, ids: &[u32], start: usize) -> Result<()> {
+        check_response_range(ids, start)?;
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
+            return Err(TrainerError::Request(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.cfg.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
     fn logit_block(&self) -> usize {
         if self.device().is_cpu() {
             LOGIT_BLOCK_CPU

@@ -372,54 +372,43 @@ fn held_out_figures(turns: &[Scored], scores: &[f64]) -> HeldOutFigures {
     }
 }
 
-/// Mean KL(base ‖ adapter) per token over the replies of `samples`.
-pub fn mean_kl_from_base(
+/// How far `adapter` moved from the base on `samples` (the neutral set): the change of the
+/// text's own log-probabilities (perplexity) and the KL of the whole next-token distributions,
+/// both from one pass of each model over each text.
+pub fn drift_from_base(
     model: &LoadedModel,
     adapter: &LoraSet,
     samples: &[Sample],
     max_seq_len: usize,
-) -> Result<f64> {
+) -> Result<DriftFigures> {
     let dec = Decoder::new(&model.config, &model.weights);
-    let (mut sum, mut tokens) = (0.0, 0usize);
+    let (mut texts, mut tokens) = (0usize, 0usize);
+    let (mut sum, mut abs, mut kl) = (0.0f64, 0.0f64, 0.0f64);
     for s in samples {
         let enc = match encode_sample(model, s, max_seq_len) {
             Ok(e) => e,
             Err(TrainerError::Request(_)) => continue,
             Err(e) => return Err(e),
         };
-        let kl = dec.response_kl(&enc.ids, enc.start, None, Some(adapter))?;
-        sum += kl.iter().sum::<f64>();
-        tokens += kl.len();
-    }
-    Ok(sum / tokens.max(1) as f64)
-}
-
-fn drift_figures(
-    base: &[Option<TokenScore>],
-    adapted: &[Option<TokenScore>],
-    kl: f64,
-) -> DriftFigures {
-    let (mut texts, mut tokens, mut sum, mut abs) = (0usize, 0usize, 0.0f64, 0.0f64);
-    for (b, a) in base.iter().zip(adapted) {
-        let (Some(b), Some(a)) = (b, a) else { continue };
+        let d = dec.response_kl(&enc.ids, enc.start, None, Some(adapter))?;
         texts += 1;
-        for (x, y) in a.per_token.iter().zip(&b.per_token) {
-            let d = f64::from(*x) - f64::from(*y);
-            sum += d;
-            abs += d.abs();
+        for ((k, a), b) in d.kl.iter().zip(&d.logprobs).zip(&d.reference_logprobs) {
+            let change = f64::from(*a) - f64::from(*b);
+            sum += change;
+            abs += change.abs();
+            kl += k;
             tokens += 1;
         }
     }
     let n = tokens.max(1) as f64;
-    let mean_change = sum / n;
-    DriftFigures {
+    Ok(DriftFigures {
         texts,
         tokens,
-        mean_logprob_change: mean_change,
+        mean_logprob_change: sum / n,
         mean_abs_change: abs / n,
-        perplexity_change: (-mean_change).exp() - 1.0,
-        kl: Some(kl),
-    }
+        perplexity_change: (-sum / n).exp() - 1.0,
+        kl: Some(kl / n),
+    })
 }
 
 /// Runs the gate: `candidate` against `active` (None: the base serves) on `held_out` (rated
@@ -471,18 +460,12 @@ pub fn evaluate(
         None => turns.iter().map(|t| t.base.mean()).collect(),
     };
 
-    // Neutral set: base, active, candidate.
+    // Neutral set: candidate and active, each against the base.
     let neutral = neutral_samples();
-    let n_base = score_samples(model, None, &neutral, len)?;
-    let n_cand = score_samples(model, Some(&cand), &neutral, len)?;
-    let n_act = act
+    let drift_cand = drift_from_base(model, &cand, &neutral, len)?;
+    let drift_act = act
         .as_ref()
-        .map(|l| score_samples(model, Some(l), &neutral, len))
-        .transpose()?;
-    let kl_cand = mean_kl_from_base(model, &cand, &neutral, len)?;
-    let kl_act = act
-        .as_ref()
-        .map(|l| mean_kl_from_base(model, l, &neutral, len))
+        .map(|l| drift_from_base(model, l, &neutral, len))
         .transpose()?;
 
     let has_turns = !turns.is_empty();
@@ -492,11 +475,11 @@ pub fn evaluate(
     );
     let cand_fig = AdapterFigures {
         held_out: has_turns.then(|| held_out_figures(&turns, &cand_means)),
-        drift: drift_figures(&n_base, &n_cand, kl_cand),
+        drift: drift_cand,
     };
-    let act_fig = n_act.as_ref().zip(kl_act).map(|(n, kl)| AdapterFigures {
+    let act_fig = drift_act.map(|drift| AdapterFigures {
         held_out: has_turns.then(|| held_out_figures(&turns, &act_means)),
-        drift: drift_figures(&n_base, n, kl),
+        drift,
     });
 
     // The paired difference of margins, and its standard error.
@@ -536,6 +519,7 @@ pub fn evaluate(
             bound: policy.max_perplexity_change,
         });
     }
+    let kl_cand = cand_fig.drift.kl.unwrap_or(f64::NAN);
     if !kl_cand.is_finite() || kl_cand > policy.max_kl {
         reasons.push(HoldReason::Spread {
             kl: kl_cand,

@@ -6,6 +6,7 @@
 //! decoder ([`decoder`]); the objective is in [`objective`].
 
 pub mod adapter;
+pub mod anchor;
 pub mod attention;
 mod cpu_gemm;
 pub mod decoder;
@@ -28,7 +29,7 @@ pub mod train;
 pub mod versions;
 
 pub use adapter::{AdapterConfig, LoraWeights};
-pub use decoder::{Decoder, Kernels};
+pub use decoder::{Decoder, Divergence, Kernels};
 pub use device::{DEVICE_ENV, DeviceChoice};
 pub use error::{Result, TrainerError};
 pub use eval::{GatePolicy, GateReport, HoldReason, Verdict, is_held_out};

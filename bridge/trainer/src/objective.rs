@@ -4,7 +4,11 @@
 //!
 //! * advantage `A = r − b`, where `b` is an exponential moving average of past rewards of the
 //!   model (decay 0.99), read before the sample and updated after it ([`Baseline`]). No
-//!   per-batch z-score: that would erase the baseline.
+//!   per-batch z-score: that would erase the baseline. The average is bias-corrected (divided
+//!   by `1 − 0.99ⁿ` after `n` rewards, as Adam does its moments): started at zero, the raw
+//!   average stays near zero for the first hundred ratings, and when most early replies are
+//!   disliked nearly every advantage is then negative, which pushes the policy off its own
+//!   replies and onto junk (BENCHMARKS.md, the prefix rater's full run).
 //! * with a hint (the reason given with a bad rating), a token-level on-policy-distillation
 //!   term: `A_t = A + w · clip(ℓ_teacher,t − ℓ_beh,t, −C, C)`, where the teacher is the same
 //!   model (base plus the behaviour adapter) with the hint added to its context and the student
@@ -17,7 +21,12 @@
 //!   `s = δ/e` for `δ < e ≤ δ_hard`, and `s = 0` beyond (the trajectory is filtered). A sample
 //!   that would pull the policy back toward the base is never damped.
 //! * k3 KL estimate against the frozen base, `kl = mean_t (exp(ℓ_ref − ℓ_θ) − (ℓ_ref − ℓ_θ) − 1)`.
-//! * sample loss `L = s · actor + β · kl`; a step averages L over its samples.
+//! * an anchor on the whole next-token distribution, `anchor = mean_t KL_t(base ‖ θ)` with
+//!   the base's distribution kept as its top tokens plus the rest ([`crate::anchor`]): the k3
+//!   term reads only the sampled tokens and cannot see mass spread over the rest of the
+//!   vocabulary, which is how these policies degenerate.
+//! * sample loss `L = s · actor + β · kl + β_anchor · anchor`; a step averages L over its
+//!   samples.
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -40,9 +49,22 @@ impl Baseline {
         self.value = decay * self.value + (1.0 - decay) * reward;
         self.count += 1;
     }
+
+    /// The average with its start-at-zero bias removed: `b / (1 − dⁿ)` (0 before any reward).
+    pub fn estimate(&self, decay: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let weight = 1.0 - decay.powf(self.count as f64);
+        if weight <= f64::EPSILON {
+            return self.value;
+        }
+        (self.value / weight).clamp(-1.0, 1.0)
+    }
 }
 
-/// Advantages `A_i = r_i − b_{i−1}` for rewards in time order, and the baseline after them.
+/// Advantages `A_i = r_i − b̂_{i−1}` (the bias-corrected baseline) for rewards in time order,
+/// and the baseline after them.
 pub fn advantages(rewards: &[f64], baseline: Baseline, decay: f64) -> Result<(Vec<f64>, Baseline)> {
     let mut b = baseline;
     let mut out = Vec::with_capacity(rewards.len());
@@ -52,7 +74,7 @@ pub fn advantages(rewards: &[f64], baseline: Baseline, decay: f64) -> Result<(Ve
                 "reward {r} is outside [-1, 1]"
             )));
         }
-        out.push(r - b.value);
+        out.push(r - b.estimate(decay));
         b.update(r, decay);
     }
     Ok((out, b))
@@ -99,6 +121,17 @@ pub fn k3_kl(lp_new: &Tensor, lp_ref: &Tensor) -> candle_core::Result<Tensor> {
     ((d.exp()? - &d)? - 1.0)?.mean_all()
 }
 
+/// `β_anchor · mean_t KL_t(base ‖ θ)` from the per-position KL of [`crate::anchor::Anchor::kl`],
+/// and the mean KL's value.
+pub fn anchor_loss(kl: &Tensor, beta: f64) -> Result<(Tensor, f64)> {
+    let mean = kl.mean_all().ctx("anchor KL")?;
+    let value = mean
+        .to_dtype(candle_core::DType::F64)
+        .and_then(|t| t.to_scalar::<f64>())
+        .ctx("reading anchor KL")?;
+    Ok(((mean * beta).ctx("anchor loss")?, value))
+}
+
 /// Drift filter: (scale, log ρ̄) from per-token log-probs (values only, no gradient).
 pub fn drift_scale(
     lp_new: &[f32],
@@ -143,6 +176,20 @@ pub struct ObjectiveParams {
     pub opd_clip: f64,
     pub opd_weight: f64,
     pub ema_decay: f64,
+    /// β_anchor: weight of the whole-distribution KL from the base (0 turns it off).
+    #[serde(default = "default_anchor_beta")]
+    pub anchor_beta: f64,
+    /// Likeliest base tokens per position the anchor keeps (the rest is one bucket).
+    #[serde(default = "default_anchor_top_k")]
+    pub anchor_top_k: usize,
+}
+
+fn default_anchor_beta() -> f64 {
+    ObjectiveParams::default().anchor_beta
+}
+
+fn default_anchor_top_k() -> usize {
+    ObjectiveParams::default().anchor_top_k
 }
 
 impl Default for ObjectiveParams {
@@ -156,6 +203,8 @@ impl Default for ObjectiveParams {
             opd_clip: 1.0,
             opd_weight: 1.0,
             ema_decay: Baseline::DECAY,
+            anchor_beta: 1.0,
+            anchor_top_k: 32,
         }
     }
 }
@@ -237,30 +286,52 @@ mod tests {
     }
 
     #[test]
-    fn ema_baseline_advantages_are_reward_minus_previous_baseline() {
-        let (a, b) = advantages(
-            &[1.0, 1.0, -1.0],
-            Baseline {
-                value: 0.5,
-                count: 3,
-            },
-            0.99,
-        )
-        .unwrap();
+    fn ema_baseline_advantages_are_reward_minus_previous_bias_corrected_baseline() {
+        // A long-running baseline (the correction has worn off): plain EMA.
+        let long = Baseline {
+            value: 0.5,
+            count: 10_000,
+        };
+        let (a, b) = advantages(&[1.0, 1.0, -1.0], long, 0.99).unwrap();
         // b0 = 0.5; b1 = 0.99*0.5 + 0.01 = 0.505; b2 = 0.99*0.505 + 0.01 = 0.50995
         close(a[0], 0.5);
         close(a[1], 1.0 - 0.505);
         close(a[2], -1.0 - 0.50995);
         close(b.value, 0.99 * 0.50995 - 0.01);
-        assert_eq!(b.count, 6);
+        assert_eq!(b.count, 10_003);
+        // A fresh one: the first rewards' mean, not a value stuck near zero.
+        let (a, b) = advantages(&[-1.0, -1.0, 1.0], Baseline::default(), 0.99).unwrap();
+        close(a[0], -1.0);
+        close(a[1], 0.0);
+        close(a[2], 2.0);
+        close(b.estimate(0.99), b.value / (1.0 - 0.99f64.powi(3)));
+        assert!((b.estimate(0.99) + 1.0 / 3.0).abs() < 0.01);
     }
 
     #[test]
     fn advantages_of_a_single_sign_batch_are_not_normalised_away() {
-        let (a, _) = advantages(&[-1.0, -1.0], Baseline::default(), 0.99).unwrap();
-        close(a[0], -1.0);
-        // b1 = 0.99·0 + 0.01·(−1) = −0.01, so A1 = −1 + 0.01
-        close(a[1], -0.99);
+        // After many good replies, a batch of bad ones stays negative throughout.
+        let mut seen = Baseline::default();
+        for _ in 0..50 {
+            seen.update(1.0, 0.99);
+        }
+        let (a, _) = advantages(&[-1.0, -1.0], seen, 0.99).unwrap();
+        assert!(a.iter().all(|&x| x < -1.5), "{a:?}");
+    }
+
+    #[test]
+    fn mostly_disliked_early_replies_do_not_all_get_negative_advantages() {
+        // One liked reply in seven, as the prefix rater starts: with the raw average near zero
+        // every disliked reply would get about −1 and the liked one about +1.
+        let rewards: Vec<f64> = (0..28)
+            .map(|i| if i % 7 == 3 { 1.0 } else { -1.0 })
+            .collect();
+        let (a, _) = advantages(&rewards, Baseline::default(), 0.99).unwrap();
+        let late = &a[14..];
+        let liked: Vec<f64> = late.iter().copied().filter(|&x| x > 0.0).collect();
+        let disliked: Vec<f64> = late.iter().copied().filter(|&x| x < 0.0).collect();
+        assert!(liked.iter().all(|&x| x > 1.5), "{liked:?}");
+        assert!(disliked.iter().all(|&x| x > -0.5), "{disliked:?}");
     }
 
     #[test]

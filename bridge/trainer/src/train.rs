@@ -15,7 +15,7 @@ use crate::error::{Result, TensorContext, TrainerError};
 use crate::hint::usable_hint;
 use crate::lora::{LoraSet, SplitMix64};
 use crate::model::{ChatMessage, LoadedModel, ModelSource};
-use crate::objective::{Baseline, advantages, sample_loss, token_advantages};
+use crate::objective::{Baseline, advantages, anchor_loss, sample_loss, token_advantages};
 use crate::optim::AdamW;
 use crate::peer::{self, ObjectiveVariant, PeerParams};
 use crate::preset::{HyperParams, ModelProfile, Preset};
@@ -101,6 +101,10 @@ pub struct TrainMetrics {
     pub mean_loss: f64,
     pub mean_kl: f64,
     pub final_kl: f64,
+    /// Mean KL(base ‖ policy) of the whole next-token distribution over the replies trained
+    /// on, nats per token (0 where the anchor is off, as for the peer's objective).
+    #[serde(default)]
+    pub mean_anchor_kl: f64,
     pub mean_advantage: f64,
     /// Mean drift scale (1 = no damping, 0 = filtered).
     pub mean_drift_scale: f64,
@@ -300,12 +304,17 @@ pub fn train_with_model(
         Some(p) => Some(load_adapter(p, model)?),
         None => None,
     };
+    let anchored = !is_peer && obj.anchor_beta > 0.0;
     let mut lp_ref = Vec::with_capacity(enc.len());
     let mut lp_beh = Vec::with_capacity(enc.len());
     let mut tok_adv = Vec::with_capacity(enc.len());
+    let mut anchors = Vec::with_capacity(enc.len());
     for (e, a) in enc.iter().zip(&adv) {
         check_cancel()?;
         let r = values(&dec.response_logprobs(&e.ids, e.start, None, false)?)?;
+        if anchored {
+            anchors.push(dec.response_anchor(&e.ids, e.start, None, obj.anchor_top_k)?);
+        }
         let b = match &behaviour {
             Some(l) => values(&dec.response_logprobs(&e.ids, e.start, Some(l), false)?)?,
             None => r.clone(),
@@ -362,6 +371,7 @@ pub fn train_with_model(
 
     let (mut tokens, mut evals, mut filtered) = (0usize, 0usize, 0usize);
     let (mut sum_loss, mut sum_kl, mut sum_scale, mut sum_clip) = (0.0, 0.0, 0.0, 0.0);
+    let mut sum_anchor = 0.0;
     let (mut first_loss, mut final_loss, mut final_kl, mut last_norm) = (f64::NAN, 0.0, 0.0, 0.0);
     for step in 0..total_steps {
         let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
@@ -370,8 +380,18 @@ pub fn train_with_model(
             check_cancel()?;
             let i = next_sample();
             let e = &enc[i];
-            let lp_new = dec.response_logprobs(&e.ids, e.start, Some(&lora), true)?;
-            let s = if is_peer {
+            let (lp_new, anchor_kl) = match anchors.get(i) {
+                Some(anchor) => {
+                    let (lp, kl) =
+                        dec.response_logprobs_anchored(&e.ids, e.start, &lora, anchor)?;
+                    (lp, Some(kl))
+                }
+                None => (
+                    dec.response_logprobs(&e.ids, e.start, Some(&lora), true)?,
+                    None,
+                ),
+            };
+            let mut s = if is_peer {
                 peer::sample_loss(
                     &peer_params,
                     (obj.ratio_clip_low, obj.ratio_clip_high),
@@ -384,7 +404,13 @@ pub fn train_with_model(
             } else {
                 sample_loss(&obj, &lp_new, &lp_beh[i], &lp_ref[i], &tok_adv[i])?
             };
-            let loss_val = s.scale * s.actor + obj.kl_beta * s.kl;
+            let mut loss_val = s.scale * s.actor + obj.kl_beta * s.kl;
+            if let Some(kl) = anchor_kl {
+                let (term, mean) = anchor_loss(&kl, obj.anchor_beta)?;
+                s.loss = (s.loss + term).ctx("sample loss")?;
+                loss_val += obj.anchor_beta * mean;
+                sum_anchor += mean;
+            }
             if !loss_val.is_finite() {
                 return Err(TrainerError::NonFinite(format!(
                     "loss {loss_val} at step {step}"
@@ -455,6 +481,7 @@ pub fn train_with_model(
         mean_loss: sum_loss / steps,
         mean_kl: sum_kl / steps,
         final_kl,
+        mean_anchor_kl: sum_anchor / evals_f,
         mean_advantage: adv.iter().sum::<f64>() / adv.len() as f64,
         mean_drift_scale: sum_scale / evals_f,
         filtered_fraction: filtered as f64 / evals_f,

@@ -183,8 +183,24 @@ fn response_kl_matches_next_token_distributions_computed_one_prefix_at_a_time() 
         .encode("question 3: Sure: short answer. A very long one")
         .unwrap();
     let start = 4;
-    let kl = dec.response_kl(&ids, start, None, Some(&lora)).unwrap();
+    let d = dec.response_kl(&ids, start, None, Some(&lora)).unwrap();
+    let kl = &d.kl;
     assert_eq!(kl.len(), ids.len() - start);
+    // The tokens' own log-probs come with it, as response_logprobs reads them.
+    let lp = |l: Option<&rlclaw_trainer::LoraSet>| -> Vec<f32> {
+        dec.response_logprobs(&ids, start, l, false)
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    for (got, want) in [
+        (&d.logprobs, lp(Some(&lora))),
+        (&d.reference_logprobs, lp(None)),
+    ] {
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+        }
+    }
     let softmax = |l: Option<&rlclaw_trainer::LoraSet>, upto: usize| -> Vec<f64> {
         let v: Vec<f32> = dec.last_logits(&ids[..upto], l).unwrap().to_vec1().unwrap();
         let max = v.iter().cloned().fold(f32::MIN, f32::max);
@@ -203,8 +219,64 @@ fn response_kl_matches_next_token_distributions_computed_one_prefix_at_a_time() 
     );
     let same = dec
         .response_kl(&ids, start, Some(&lora), Some(&lora))
-        .unwrap();
+        .unwrap()
+        .kl;
     assert!(same.iter().all(|k| k.abs() < 1e-6), "{same:?}");
+}
+
+/// The anchor training holds a policy to reads the same divergence as the gate: keeping the
+/// whole vocabulary it equals `response_kl`, keeping a few tokens it never reads more, and its
+/// log-probs are `response_logprobs`'.
+#[test]
+fn an_anchor_reads_the_gates_kl_and_a_coarse_one_never_more() {
+    use rlclaw_trainer::Decoder;
+    let m = model("anchor");
+    let a = trained(&m, turns(0..16, true), None);
+    let lora = rlclaw_trainer::eval::lora_for(&m, &a).unwrap();
+    let dec = Decoder::new(&m.config, &m.weights);
+    let ids: Vec<u32> = m
+        .encode("question 3: Sure: short answer. A very long one")
+        .unwrap();
+    let start = 4;
+    let vals = |t: candle_core::Tensor| -> Vec<f32> {
+        t.to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let want_kl = dec.response_kl(&ids, start, None, Some(&lora)).unwrap().kl;
+    let want_lp = vals(
+        dec.response_logprobs(&ids, start, Some(&lora), false)
+            .unwrap(),
+    );
+    let whole = dec
+        .response_anchor(&ids, start, None, m.config.vocab_size)
+        .unwrap();
+    let (lp, kl) = dec
+        .response_logprobs_anchored(&ids, start, &lora, &whole)
+        .unwrap();
+    let (lp, kl) = (vals(lp), vals(kl));
+    for i in 0..want_kl.len() {
+        assert!((lp[i] - want_lp[i]).abs() < 1e-5, "log-prob {i}");
+        assert!(
+            (f64::from(kl[i]) - want_kl[i]).abs() < 1e-4,
+            "position {i}: {} vs {}",
+            kl[i],
+            want_kl[i]
+        );
+    }
+    let coarse = dec.response_anchor(&ids, start, None, 4).unwrap();
+    let (_, kl4) = dec
+        .response_logprobs_anchored(&ids, start, &lora, &coarse)
+        .unwrap();
+    for (i, k) in vals(kl4).iter().enumerate() {
+        assert!(f64::from(*k) <= want_kl[i] + 1e-5, "position {i}");
+    }
+    assert!(
+        dec.response_logprobs_anchored(&ids, start + 1, &lora, &coarse)
+            .is_err(),
+        "an anchor of another length is refused"
+    );
 }
 
 #[test]

@@ -273,3 +273,56 @@ fn the_peer_objective_trains_without_hints_and_with_z_scored_advantages() {
     assert!(report.metrics.final_loss.is_finite());
     assert_eq!(report.baseline.count, 13);
 }
+
+/// Disliked replies alone push a policy off them and onto everything else; the anchor on the
+/// whole next-token distribution holds it nearer the base.
+#[test]
+fn the_anchor_holds_a_run_on_disliked_replies_nearer_the_base() {
+    use rlclaw_trainer::Decoder;
+    let dir = tempdir("anchor");
+    write_tiny_model(&dir.join("model"), Arch::Llama, 4).unwrap();
+    let model = LoadedModel::load(&ModelSource::from_path(dir.join("model")).unwrap()).unwrap();
+    let samples: Vec<Sample> = (0..6)
+        .map(|i| sample(&format!("d{i}"), -1.0, None))
+        .collect();
+    let dec = Decoder::new(&model.config, &model.weights);
+    let run = |beta: f64| -> (f64, f64) {
+        let mut req = TrainRequest::new(model.source.clone(), samples.clone());
+        let mut h = Preset::Balanced.hyper_params(&ModelProfile::new(
+            rlclaw_trainer::ModelKind::Dense,
+            1,
+            1,
+        ));
+        (
+            h.rank,
+            h.alpha,
+            h.grad_accum,
+            h.min_steps,
+            h.max_steps,
+            h.lr,
+        ) = (4, 8.0, 2, 8, 8, 1e-2);
+        h.objective.anchor_beta = beta;
+        req.hyper = Some(h);
+        let report = train_with_model(&model, &req, &mut |_| {}, &AtomicBool::new(false)).unwrap();
+        let lora = rlclaw_trainer::eval::lora_for(&model, &report.adapter).unwrap();
+        let (mut sum, mut n) = (0.0, 0);
+        for s in &samples {
+            let e = encode_sample(&model, s, 1024).unwrap();
+            let kl = dec
+                .response_kl(&e.ids, e.start, None, Some(&lora))
+                .unwrap()
+                .kl;
+            sum += kl.iter().sum::<f64>();
+            n += kl.len();
+        }
+        (sum / n as f64, report.metrics.mean_anchor_kl)
+    };
+    let (free, free_reported) = run(0.0);
+    let (held, held_reported) = run(20.0);
+    assert_eq!(free_reported, 0.0, "the anchor is off at beta 0");
+    assert!(held_reported > 0.0);
+    assert!(
+        held < 0.5 * free,
+        "KL from the base with the anchor {held}, without {free}"
+    );
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use rlclaw_trainer::eval::{
-    lora_for, mean_kl_from_base, neutral_perplexity, neutral_samples, score_samples,
+    drift_from_base, lora_for, neutral_perplexity, neutral_samples, score_samples,
 };
 use rlclaw_trainer::{AdapterStore, LoadedModel, LoraWeights, ModelSource, Sample};
 
@@ -85,12 +85,8 @@ impl Scorer {
             None => Ok(0.0),
             Some(w) => {
                 let lora = lora_for(&self.model, w)?;
-                Ok(mean_kl_from_base(
-                    &self.model,
-                    &lora,
-                    &neutral_samples(),
-                    512,
-                )?)
+                let drift = drift_from_base(&self.model, &lora, &neutral_samples(), 512)?;
+                Ok(drift.kl.unwrap_or(0.0))
             }
         }
     }
