@@ -82,6 +82,9 @@ fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
     let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(again["results"][0]["points"], arm["points"]);
     assert_eq!(again["results"][0]["rise_within_64"], arm["rise_within_64"]);
+    // The sizes reported are those the arm ran with, not --from-points' own defaults.
+    assert_eq!(again["sizes"], report["sizes"]);
+    assert_eq!(again["seed"], report["seed"]);
     let missing = Command::new(rlclaw_bin())
         .args(["bench", "learn", "--from-points", "--out"])
         .arg(&out)

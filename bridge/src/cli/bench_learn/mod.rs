@@ -113,7 +113,7 @@ pub struct Args {
 const QUICK_RATER: &str = "starts-with:To";
 
 /// The sizes a run uses.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Sizes {
     rounds: usize,
     round_size: usize,
@@ -204,6 +204,15 @@ struct ArmResult {
     perplexity_change: Option<f64>,
 }
 
+/// What an arm ran with, kept beside its points.json so `--from-points` reports the arms'
+/// settings, not its own command line's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ArmSettings {
+    model: String,
+    seed: u64,
+    sizes: Sizes,
+}
+
 #[derive(Serialize)]
 struct Report {
     command: String,
@@ -243,6 +252,12 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         Some(Scorer::load(&model)?)
     };
+    let mut settings = ArmSettings {
+        model: model.display().to_string(),
+        seed: args.seed,
+        sizes,
+    };
+    let mut saved_settings: Vec<(String, ArmSettings)> = Vec::new();
     let mut results = Vec::new();
     let mut plots = Vec::new();
     for rater in &raters {
@@ -250,9 +265,15 @@ pub fn run(args: Args) -> Result<()> {
         let mut base = None;
         for &arm in &args.arms {
             let r = match scorer.as_mut() {
-                None => saved_arm(&out, rater, arm)?,
+                None => {
+                    let (r, s) = saved_arm(&out, rater, arm)?;
+                    if let Some(s) = s {
+                        saved_settings.push((format!("{rater} / {}", arm.name()), s));
+                    }
+                    r
+                }
                 Some(scorer) => runtime.block_on(run_arm(
-                    &out, &model, &prompts, rater, arm, &sizes, &args, scorer, &mut base,
+                    &out, &model, &prompts, rater, arm, &settings, &args, scorer, &mut base,
                 ))?,
             };
             curves.push(r);
@@ -277,11 +298,19 @@ pub fn run(args: Args) -> Result<()> {
         plots.push(path.display().to_string());
         results.extend(curves);
     }
+    if let Some((first, s)) = saved_settings.first() {
+        if let Some((other, _)) = saved_settings.iter().find(|(_, o)| o != s) {
+            bail!(
+                "{first} and {other} ran with different settings (see settings.json in their folders): report them separately"
+            );
+        }
+        settings = s.clone();
+    }
     let report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        model: model.display().to_string(),
-        seed: args.seed,
-        sizes,
+        model: settings.model,
+        seed: settings.seed,
+        sizes: settings.sizes,
         results,
         plots,
     };
@@ -302,9 +331,23 @@ fn arm_dir(out: &std::path::Path, rater: &Preference, arm: Arm) -> PathBuf {
     out.join(format!("{}-{}", file_safe(&rater.to_string()), arm.name()))
 }
 
-/// An arm's result from the points.json it wrote as it ran.
-fn saved_arm(out: &std::path::Path, rater: &Preference, arm: Arm) -> Result<ArmResult> {
-    let path = arm_dir(out, rater, arm).join("points.json");
+/// An arm's result from the points.json it wrote as it ran, and the settings it ran with
+/// (None for arms run before they were kept).
+fn saved_arm(
+    out: &std::path::Path,
+    rater: &Preference,
+    arm: Arm,
+) -> Result<(ArmResult, Option<ArmSettings>)> {
+    let dir = arm_dir(out, rater, arm);
+    let settings = match std::fs::read_to_string(dir.join(SETTINGS_FILE)) {
+        Ok(text) => Some(
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is malformed", dir.join(SETTINGS_FILE).display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).context(format!("cannot read {}", dir.display())),
+    };
+    let path = dir.join("points.json");
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "cannot read {} (run the arm first, with the same --out)",
@@ -316,8 +359,10 @@ fn saved_arm(out: &std::path::Path, rater: &Preference, arm: Arm) -> Result<ArmR
     if points.is_empty() {
         bail!("{} holds no points", path.display());
     }
-    Ok(summarise(rater, arm, points))
+    Ok((summarise(rater, arm, points), settings))
 }
+
+const SETTINGS_FILE: &str = "settings.json";
 
 fn file_safe(s: &str) -> String {
     s.chars()
@@ -335,11 +380,12 @@ async fn run_arm(
     prompts: &PromptSet,
     rater: &Preference,
     arm: Arm,
-    sizes: &Sizes,
+    settings: &ArmSettings,
     args: &Args,
     scorer: &mut Scorer,
     base: &mut Option<Base>,
 ) -> Result<ArmResult> {
+    let sizes = &settings.sizes;
     let t0 = Instant::now();
     let bar = ProgressBar::new(sizes.rounds as u64);
     bar.set_style(
@@ -359,6 +405,10 @@ async fn run_arm(
         },
     )
     .await?;
+    std::fs::write(
+        dir.join(SETTINGS_FILE),
+        serde_json::to_string_pretty(settings)?,
+    )?;
     let mut client = d.client().await?;
     let held: Vec<&String> = prompts
         .held_out
