@@ -29,6 +29,16 @@ pub struct Anchor {
 const MIN_TAIL: f64 = 1e-6;
 
 impl Anchor {
+    /// An anchor that keeps `k` tokens a position (at least one), with no positions yet.
+    pub fn new(k: usize) -> Self {
+        Anchor {
+            k: k.max(1),
+            ids: Vec::new(),
+            logprobs: Vec::new(),
+            tail: Vec::new(),
+        }
+    }
+
     pub fn positions(&self) -> usize {
         self.tail.len()
     }
@@ -111,12 +121,7 @@ mod tests {
     fn with_k_covering_the_vocabulary_it_is_the_exact_kl() {
         let base = [0.3f32, -1.0, 2.0, 0.5, -0.2];
         let pol = [1.0f32, 0.0, 1.5, -0.5, 0.2];
-        let mut a = Anchor {
-            k: 5,
-            ids: vec![],
-            logprobs: vec![],
-            tail: vec![],
-        };
+        let mut a = Anchor::new(5);
         a.push_rows(&[log_softmax(&base)]);
         let logits = Tensor::from_slice(&pol, (1, 5), &Device::Cpu).unwrap();
         let kl = a.kl(&logits, 0..1).unwrap().to_vec1::<f32>().unwrap()[0];
@@ -128,12 +133,7 @@ mod tests {
     #[test]
     fn a_coarse_anchor_is_zero_at_the_base_and_its_gradient_pulls_the_tail_back() {
         let base = [3.0f32, 2.5, 0.0, -0.3, -0.1, 0.1];
-        let mut a = Anchor {
-            k: 2,
-            ids: vec![],
-            logprobs: vec![],
-            tail: vec![],
-        };
+        let mut a = Anchor::new(2);
         a.push_rows(&[log_softmax(&base)]);
         assert_eq!(&a.ids[..], &[0, 1]);
         let same = Tensor::from_slice(&base, (1, 6), &Device::Cpu).unwrap();

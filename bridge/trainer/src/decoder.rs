@@ -437,12 +437,7 @@ impl<'m> Decoder<'m> {
         lora: Option<&LoraSet>,
         k: usize,
     ) -> Result<Anchor> {
-        let mut anchor = Anchor {
-            k: k.max(1),
-            ids: Vec::new(),
-            logprobs: Vec::new(),
-            tail: Vec::new(),
-        };
+        let mut anchor = Anchor::new(k);
         self.response_blocks(ids, start, lora, false, |_, logits| {
             let lsm = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
             anchor.push_rows(&lsm.to_vec2::<f32>()?);

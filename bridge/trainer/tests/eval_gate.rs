@@ -170,18 +170,23 @@ fn unrated_held_out_turns_are_left_out_and_drift_matches_perplexity() {
     );
 }
 
+/// A model, an adapter trained against the liked replies, and a text to read them on.
+fn trained_on_a_text(name: &str) -> (LoadedModel, rlclaw_trainer::LoraSet, Vec<u32>) {
+    let m = model(name);
+    let a = trained(&m, turns(0..16, true), None);
+    let lora = rlclaw_trainer::eval::lora_for(&m, &a).unwrap();
+    let ids = m
+        .encode("question 3: Sure: short answer. A very long one")
+        .unwrap();
+    (m, lora, ids)
+}
+
 /// The KL the gate reads is the divergence of whole next-token distributions: checked against
 /// softmaxes of `last_logits` taken one prefix at a time.
 #[test]
 fn response_kl_matches_next_token_distributions_computed_one_prefix_at_a_time() {
-    use rlclaw_trainer::Decoder;
-    let m = model("kl");
-    let a = trained(&m, turns(0..16, true), None);
-    let lora = rlclaw_trainer::eval::lora_for(&m, &a).unwrap();
-    let dec = Decoder::new(&m.config, &m.weights);
-    let ids: Vec<u32> = m
-        .encode("question 3: Sure: short answer. A very long one")
-        .unwrap();
+    let (m, lora, ids) = trained_on_a_text("kl");
+    let dec = rlclaw_trainer::Decoder::new(&m.config, &m.weights);
     let start = 4;
     let d = dec.response_kl(&ids, start, None, Some(&lora)).unwrap();
     let kl = &d.kl;
@@ -229,14 +234,8 @@ fn response_kl_matches_next_token_distributions_computed_one_prefix_at_a_time() 
 /// log-probs are `response_logprobs`'.
 #[test]
 fn an_anchor_reads_the_gates_kl_and_a_coarse_one_never_more() {
-    use rlclaw_trainer::Decoder;
-    let m = model("anchor");
-    let a = trained(&m, turns(0..16, true), None);
-    let lora = rlclaw_trainer::eval::lora_for(&m, &a).unwrap();
-    let dec = Decoder::new(&m.config, &m.weights);
-    let ids: Vec<u32> = m
-        .encode("question 3: Sure: short answer. A very long one")
-        .unwrap();
+    let (m, lora, ids) = trained_on_a_text("anchor");
+    let dec = rlclaw_trainer::Decoder::new(&m.config, &m.weights);
     let start = 4;
     let vals = |t: candle_core::Tensor| -> Vec<f32> {
         t.to_dtype(candle_core::DType::F32)

@@ -50,6 +50,15 @@ fn request(model: &std::path::Path) -> TrainRequest {
     req
 }
 
+/// Balanced hyper-parameters cut down for a tiny model: rank 4, exactly `steps` steps.
+fn small_hyper(grad_accum: usize, steps: usize, lr: f64) -> rlclaw_trainer::HyperParams {
+    let mut h =
+        Preset::Balanced.hyper_params(&ModelProfile::new(rlclaw_trainer::ModelKind::Dense, 1, 1));
+    (h.rank, h.alpha, h.grad_accum) = (4, 8.0, grad_accum);
+    (h.min_steps, h.max_steps, h.lr) = (steps, steps, lr);
+    h
+}
+
 #[test]
 fn training_a_tiny_model_reports_progress_baseline_and_a_writable_adapter() {
     let dir = tempdir("ok");
@@ -222,16 +231,7 @@ fn the_hint_term_moves_the_students_token_logprobs_toward_the_teachers() {
     let teacher = vals(dec.response_logprobs(&tids, tstart, None, false).unwrap());
     let before = vals(dec.response_logprobs(&e.ids, e.start, None, false).unwrap());
     let mut req = TrainRequest::new(ModelSource::from_path(dir.join("model")).unwrap(), vec![s]);
-    let mut h =
-        Preset::Balanced.hyper_params(&ModelProfile::new(rlclaw_trainer::ModelKind::Dense, 1, 1));
-    (
-        h.rank,
-        h.alpha,
-        h.grad_accum,
-        h.min_steps,
-        h.max_steps,
-        h.lr,
-    ) = (4, 8.0, 1, 4, 4, 3e-3);
+    let mut h = small_hyper(1, 4, 3e-3);
     h.objective.kl_beta = 0.0;
     req.hyper = Some(h);
     let report = train_with_model(&model, &req, &mut |_| {}, &AtomicBool::new(false)).unwrap();
@@ -288,19 +288,7 @@ fn the_anchor_holds_a_run_on_disliked_replies_nearer_the_base() {
     let dec = Decoder::new(&model.config, &model.weights);
     let run = |beta: f64| -> (f64, f64) {
         let mut req = TrainRequest::new(model.source.clone(), samples.clone());
-        let mut h = Preset::Balanced.hyper_params(&ModelProfile::new(
-            rlclaw_trainer::ModelKind::Dense,
-            1,
-            1,
-        ));
-        (
-            h.rank,
-            h.alpha,
-            h.grad_accum,
-            h.min_steps,
-            h.max_steps,
-            h.lr,
-        ) = (4, 8.0, 2, 8, 8, 1e-2);
+        let mut h = small_hyper(2, 8, 1e-2);
         h.objective.anchor_beta = beta;
         req.hyper = Some(h);
         let report = train_with_model(&model, &req, &mut |_| {}, &AtomicBool::new(false)).unwrap();
