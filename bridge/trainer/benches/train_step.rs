@@ -5,7 +5,9 @@
 //! `cargo bench -p rlclaw-trainer --bench train_step` (env: STEPS=10 WARMUP=2 SEQ=256;
 //! `RLCLAW_DEVICE=cuda` with `--features cuda` for the GPU; `RLCLAW_BENCH_MODEL` for another
 //! model file or Hugging Face folder of the same shape, by default the SmolLM2 GGUF;
-//! `KERNELS=fused|device|reference` to pick the decoder's kernels, by default the device's). On a GPU
+//! `KERNELS=fused|device|reference` to pick the decoder's kernels, by default the device's;
+//! `ANCHOR=32` adds the trainer's anchor term, the KL from the base's 32 likeliest tokens a
+//! position, as a training run computes it). On a GPU
 //! each phase ends with a device synchronisation, so the times are the GPU's.
 
 #[path = "../tests/common/mod.rs"]
@@ -104,12 +106,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lora = LoraSet::init(&m.config, 16, 32.0, 1, DType::F32, &dev)?;
     let vars = lora.vars();
     let mut opt = AdamW::new(&vars)?;
+    let anchor = match env("ANCHOR", 0) {
+        0 => None,
+        k => Some(dec.response_anchor(&ids, prompt_len, None, k)?),
+    };
     let (mut fw, mut bw, mut op, mut tot, mut cpu) = (vec![], vec![], vec![], vec![], vec![]);
     for i in 0..warmup + steps {
         let c0 = cpu_seconds();
         let t0 = Instant::now();
-        let lp = dec.response_logprobs(&ids, prompt_len, Some(&lora), true)?;
-        let loss = lp.mean_all()?.neg()?;
+        let loss = match &anchor {
+            None => dec
+                .response_logprobs(&ids, prompt_len, Some(&lora), true)?
+                .mean_all()?
+                .neg()?,
+            Some(a) => {
+                let (lp, kl) = dec.response_logprobs_anchored(&ids, prompt_len, &lora, a)?;
+                (kl.mean_all()? - lp.mean_all()?)?
+            }
+        };
         dev.synchronize()?;
         let t1 = Instant::now();
         let g = in_pool(|| loss.backward())?;
@@ -144,8 +158,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let min = tot.iter().copied().fold(f64::INFINITY, f64::min);
     let med = median(&mut tot.clone());
     println!(
-        "rlclaw-trainer (candle 0.10.2) SmolLM2-135M f32 on {choice} ({:?} kernels) seq={seq} LoRA r=16 q/k/v/o: {} trainable params, load {load_s:.2}s",
+        "rlclaw-trainer (candle 0.10.2) SmolLM2-135M f32 on {choice} ({:?} kernels) seq={seq} LoRA r=16 q/k/v/o{}: {} trainable params, load {load_s:.2}s",
         dec.kernels(),
+        anchor
+            .as_ref()
+            .map(|a| format!(" anchor top-{}", a.k))
+            .unwrap_or_default(),
         lora.num_params()
     );
     println!(
