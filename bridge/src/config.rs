@@ -46,6 +46,8 @@ pub struct Training {
     /// Auto-training waits until the machine is idle (a benchmark that keeps it busy turns
     /// this off).
     pub wait_for_idle: bool,
+    /// The optimiser's learning rate instead of the preset's (which picks one by model size).
+    pub learning_rate: Option<f64>,
 }
 
 impl Default for Training {
@@ -56,6 +58,7 @@ impl Default for Training {
             model: None,
             objective: "rlclaw".into(),
             wait_for_idle: true,
+            learning_rate: None,
         }
     }
 }
@@ -112,6 +115,18 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1_048_576);
         assert_eq!(c.max_text_bytes, 262_144);
         assert_eq!(c.admin_per_minute, 5);
+    }
+
+    #[test]
+    fn a_learning_rate_outside_its_range_is_a_clear_error() {
+        let c = Config::parse("[training]\nlearning_rate = 3e-4\n").unwrap();
+        let o = crate::training::run::RunOptions::from_config(&c).unwrap();
+        assert_eq!(o.learning_rate, Some(3e-4));
+        for bad in ["0", "-1e-4", "2.0"] {
+            let c = Config::parse(&format!("[training]\nlearning_rate = {bad}\n")).unwrap();
+            let err = crate::training::run::RunOptions::from_config(&c).unwrap_err();
+            assert!(err.to_string().contains("learning_rate"), "{err}");
+        }
     }
 
     #[test]

@@ -12,8 +12,9 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, anyhow, bail};
 use rlclaw_trainer::{
-    AdapterStore, Baseline, DeviceChoice, GatePolicy, GateReport, LoadedModel, ModelSource,
-    NewVersion, ObjectiveVariant, Preset, Progress, Sample, TrainRequest, VersionNotes,
+    AdapterStore, Baseline, DeviceChoice, GatePolicy, GateReport, LoadedModel, ModelProfile,
+    ModelSource, NewVersion, ObjectiveVariant, Preset, Progress, Sample, TrainRequest,
+    VersionNotes,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -36,6 +37,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Our objective, or the peer's (`[training] objective`), for the benchmark.
     pub objective: ObjectiveVariant,
+    /// `[training] learning_rate`: replaces the preset's.
+    pub learning_rate: Option<f64>,
 }
 
 impl RunOptions {
@@ -57,12 +60,19 @@ impl RunOptions {
             .objective
             .parse()
             .map_err(|e| anyhow!("config.toml [training] objective: {e}"))?;
+        let learning_rate = config.training.learning_rate;
+        if let Some(lr) = learning_rate
+            && !(lr.is_finite() && lr > 0.0 && lr < 1.0)
+        {
+            bail!("config.toml [training] learning_rate must be above 0 and below 1 (it is {lr})");
+        }
         Ok(RunOptions {
             preset,
             model,
             gate: None,
             seed: None,
             objective,
+            learning_rate,
         })
     }
 
@@ -342,6 +352,13 @@ fn train_gate_and_save(
     let active = store.active()?;
     let mut request = TrainRequest::new(model.source.clone(), samples);
     request.preset = options.preset;
+    if let Some(lr) = options.learning_rate {
+        let mut h = options
+            .preset
+            .hyper_params(&ModelProfile::from_config(&model.config));
+        h.lr = lr;
+        request.hyper = Some(h);
+    }
     request.baseline = baseline;
     request.behaviour_adapter = active.as_ref().map(|v| v.path.clone());
     request.parent_adapter = active.as_ref().map(|v| v.path.clone());
