@@ -108,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut opt = AdamW::new(&vars)?;
     let anchor = match env("ANCHOR", 0) {
         0 => None,
-        k => Some(dec.response_anchor(&ids, prompt_len, None, k)?),
+        k => Some(dec.response_anchor(&ids, prompt_len, None, k)?.0),
     };
     let (mut fw, mut bw, mut op, mut tot, mut cpu) = (vec![], vec![], vec![], vec![], vec![]);
     for i in 0..warmup + steps {

@@ -429,21 +429,28 @@ impl<'m> Decoder<'m> {
     }
 
     /// The `k` likeliest next tokens and the mass of the rest at each position of `ids[start..]`
-    /// (no graph): what [`Self::response_logprobs_anchored`] holds a policy near.
+    /// (no graph): what [`Self::response_logprobs_anchored`] holds a policy near; and, from the
+    /// same pass, the log-probability of each token that is there.
     pub fn response_anchor(
         &self,
         ids: &[u32],
         start: usize,
         lora: Option<&LoraSet>,
         k: usize,
-    ) -> Result<Anchor> {
+    ) -> Result<(Anchor, Vec<f32>)> {
         let mut anchor = Anchor::new(k);
-        self.response_blocks(ids, start, lora, false, |_, logits| {
+        let parts = self.response_blocks(ids, start, lora, false, |rows, logits| {
             let lsm = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
-            anchor.push_rows(&lsm.to_vec2::<f32>()?);
-            Ok(())
+            let lsm = lsm.to_vec2::<f32>()?;
+            anchor.push_rows(&lsm);
+            let targets = &ids[start + rows.start..start + rows.end];
+            Ok(lsm
+                .iter()
+                .zip(targets)
+                .map(|(row, &t)| row[t as usize])
+                .collect::<Vec<f32>>())
         })?;
-        Ok(anchor)
+        Ok((anchor, parts.concat()))
     }
 
     /// Runs the decoder over `ids` and hands `f` the logits of the response positions
@@ -524,7 +531,6 @@ impl<'m> Decoder<'m> {
         in_pool(run).ctx("decoder forward")
     }
 
-    /// Rows of logits computed at once (small blocks on the CPU stay in cache).
     /// A response range inside `ids`, and every id inside the vocabulary.
     fn check_ids(&self, ids: &[u32], start: usize) -> Result<()> {
         check_response_range(ids, start)?;
@@ -537,6 +543,7 @@ impl<'m> Decoder<'m> {
         Ok(())
     }
 
+    /// Rows of logits computed at once (small blocks on the CPU stay in cache).
     fn logit_block(&self) -> usize {
         if self.device().is_cpu() {
             LOGIT_BLOCK_CPU

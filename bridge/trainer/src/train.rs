@@ -311,10 +311,14 @@ pub fn train_with_model(
     let mut anchors = Vec::with_capacity(enc.len());
     for (e, a) in enc.iter().zip(&adv) {
         check_cancel()?;
-        let r = values(&dec.response_logprobs(&e.ids, e.start, None, false)?)?;
-        if anchored {
-            anchors.push(dec.response_anchor(&e.ids, e.start, None, obj.anchor_top_k)?);
-        }
+        // The base's pass gives its token log-probs and, when anchored, the anchor with them.
+        let r = if anchored {
+            let (anchor, r) = dec.response_anchor(&e.ids, e.start, None, obj.anchor_top_k)?;
+            anchors.push(anchor);
+            r
+        } else {
+            values(&dec.response_logprobs(&e.ids, e.start, None, false)?)?
+        };
         let b = match &behaviour {
             Some(l) => values(&dec.response_logprobs(&e.ids, e.start, Some(l), false)?)?,
             None => r.clone(),

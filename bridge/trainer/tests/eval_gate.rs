@@ -248,7 +248,7 @@ fn an_anchor_reads_the_gates_kl_and_a_coarse_one_never_more() {
         dec.response_logprobs(&ids, start, Some(&lora), false)
             .unwrap(),
     );
-    let whole = dec
+    let (whole, _) = dec
         .response_anchor(&ids, start, None, m.config.vocab_size)
         .unwrap();
     let (lp, kl) = dec
@@ -264,7 +264,7 @@ fn an_anchor_reads_the_gates_kl_and_a_coarse_one_never_more() {
             want_kl[i]
         );
     }
-    let coarse = dec.response_anchor(&ids, start, None, 4).unwrap();
+    let (coarse, _) = dec.response_anchor(&ids, start, None, 4).unwrap();
     let (_, kl4) = dec
         .response_logprobs_anchored(&ids, start, &lora, &coarse)
         .unwrap();
