@@ -438,7 +438,8 @@ impl<'m> Decoder<'m> {
         lora: Option<&LoraSet>,
         k: usize,
     ) -> Result<(Anchor, Vec<f32>)> {
-        let mut anchor = Anchor::new(k);
+        // Never more tokens than the vocabulary: a padded slot would count a token twice.
+        let mut anchor = Anchor::new(k.min(self.cfg.vocab_size));
         let parts = self.response_blocks(ids, start, lora, false, |rows, logits| {
             let lsm = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
             let lsm = lsm.to_vec2::<f32>()?;
