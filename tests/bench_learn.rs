@@ -27,6 +27,7 @@ fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
             "2",
         ])
         .args(["--samples", "1", "--max-tokens", "12", "--seed", "3"])
+        .args(["--learning-rate", "2e-4"])
         .output()
         .unwrap();
     assert!(
@@ -40,6 +41,10 @@ fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
     assert_eq!(arm["rater"], "under:20");
     let points = arm["points"].as_array().unwrap();
     assert_eq!(points.len(), 2, "the base and one round: {arm}");
+    // The learning rate asked for is the daemon's, and the report says so.
+    assert_eq!(report["learning_rate"], 2e-4);
+    let config = std::fs::read_to_string(out.join("under-20-hints").join("config.toml")).unwrap();
+    assert!(config.contains("learning_rate = 2e-4"), "{config}");
     // Four trainable ratings, plus any held-out turns the round drew.
     assert!(points[1]["ratings"].as_u64().unwrap() >= 4);
     assert_eq!(points[1]["runs"], 1, "the scheduler trained once: {arm}");
@@ -85,6 +90,7 @@ fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
     // The sizes reported are those the arm ran with, not --from-points' own defaults.
     assert_eq!(again["sizes"], report["sizes"]);
     assert_eq!(again["seed"], report["seed"]);
+    assert_eq!(again["learning_rate"], report["learning_rate"]);
     let missing = Command::new(rlclaw_bin())
         .args(["bench", "learn", "--from-points", "--out"])
         .arg(&out)
@@ -98,4 +104,25 @@ fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn a_learning_rate_out_of_range_is_refused_before_anything_runs() {
+    let out = std::env::temp_dir().join(format!("rlclaw-bench-lr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    for bad in ["0", "1.5", "-1e-4"] {
+        let run = Command::new(rlclaw_bin())
+            .args(["bench", "learn", "--quick", "--out"])
+            .arg(&out)
+            .arg(format!("--learning-rate={bad}"))
+            .output()
+            .unwrap();
+        assert!(!run.status.success(), "{bad} was taken");
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            err.contains("--learning-rate must be above 0 and below 1"),
+            "{err}"
+        );
+        assert!(!out.exists(), "{bad} left {}", out.display());
+    }
 }

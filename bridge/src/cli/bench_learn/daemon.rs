@@ -32,6 +32,7 @@ pub struct ArmConfig<'a> {
     pub model: &'a Path,
     pub auto_after: usize,
     pub objective: &'a str,
+    pub learning_rate: Option<f64>,
 }
 
 fn free_port() -> Result<SocketAddr> {
@@ -48,12 +49,15 @@ impl Daemon {
         }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         // The benchmark keeps the machine busy, so auto-training must not wait for idleness.
-        let config = format!(
+        let mut config = format!(
             "[training]\nauto_after = {}\npreset = \"balanced\"\nmodel = {}\nobjective = \"{}\"\nwait_for_idle = false\n",
             arm.auto_after,
             toml_string(&arm.model.display().to_string()),
             arm.objective
         );
+        if let Some(lr) = arm.learning_rate {
+            config.push_str(&format!("learning_rate = {lr:e}\n"));
+        }
         std::fs::write(dir.join(crate::datadir::CONFIG_FILE), config)?;
         let (bridge, endpoint) = (free_port()?, free_port()?);
         let log = std::fs::File::create(dir.join("serve.log"))?;

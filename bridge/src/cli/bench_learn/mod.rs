@@ -101,6 +101,10 @@ pub struct Args {
     /// The GGUF or Hugging Face folder (default: the demo model, SmolLM2-135M-Instruct).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// The trainer's learning rate in every arm (`[training] learning_rate`; default: the
+    /// preset's).
+    #[arg(long)]
+    learning_rate: Option<f64>,
     /// Run nothing: report and plot from the points.json each arm wrote under --out (arms run
     /// as separate processes, or a run that stopped part way).
     #[arg(long)]
@@ -211,6 +215,9 @@ struct ArmSettings {
     model: String,
     seed: u64,
     sizes: Sizes,
+    /// None: the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    learning_rate: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -219,6 +226,9 @@ struct Report {
     model: String,
     seed: u64,
     sizes: Sizes,
+    /// None: the preset's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    learning_rate: Option<f64>,
     results: Vec<ArmResult>,
     plots: Vec<String>,
 }
@@ -228,6 +238,11 @@ pub fn run(args: Args) -> Result<()> {
     let raters = args.raters()?;
     if args.arms.is_empty() {
         bail!("--arms needs at least one of binary, hints, peer");
+    }
+    if let Some(lr) = args.learning_rate
+        && !(lr > 0.0 && lr < 1.0)
+    {
+        bail!("--learning-rate must be above 0 and below 1 (got {lr})");
     }
     let model = args
         .model
@@ -256,6 +271,7 @@ pub fn run(args: Args) -> Result<()> {
         model: model.display().to_string(),
         seed: args.seed,
         sizes,
+        learning_rate: args.learning_rate,
     };
     let mut saved_settings: Vec<(String, ArmSettings)> = Vec::new();
     let mut results = Vec::new();
@@ -311,6 +327,7 @@ pub fn run(args: Args) -> Result<()> {
         model: settings.model,
         seed: settings.seed,
         sizes: settings.sizes,
+        learning_rate: settings.learning_rate,
         results,
         plots,
     };
@@ -402,6 +419,7 @@ async fn run_arm(
             model,
             auto_after: sizes.round_size,
             objective: arm.objective(),
+            learning_rate: settings.learning_rate,
         },
     )
     .await?;
@@ -730,6 +748,9 @@ fn print_report(r: &Report) {
         r.sizes.max_tokens,
         r.seed
     );
+    if let Some(lr) = r.learning_rate {
+        println!("learning rate {lr:e} (not the preset's)");
+    }
     for a in &r.results {
         println!("\nrater {} / arm {}:", a.rater, a.arm.name());
         println!("  ratings  rate   margin   neutral ppl  KL/token  serving  runs  held back");
