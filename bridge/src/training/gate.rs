@@ -119,7 +119,7 @@ fn reason_text(reason: &HoldReason, against: &str) -> String {
             candidate_leans,
             active_leans,
         } => format!(
-            "on your {} its log-probability margin between the replies you liked and the ones you did not is {:.3} per token below {against}'s (more than the {:.3} the figures vary by); it leans your way on {candidate_leans} of them, {against} on {active_leans}",
+            "on your {} its log-probability margin between the replies you liked and the ones you did not is {:.3} per token below {against}'s, more than chance explains (the figures vary by {:.3}); it leans your way on {candidate_leans} of them, {against} on {active_leans}",
             turns(*n),
             difference.abs(),
             noise

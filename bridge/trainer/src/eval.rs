@@ -8,7 +8,7 @@
 //!   given its prompt. An adapter's margin is the mean over the turns rated good minus the mean
 //!   over the turns rated bad; comparing two adapters, the difference of their margins is set
 //!   against its standard error over the turns, so a candidate is held back only when it is
-//!   worse by more than the figures vary by. An adapter "leans the way you rated" on a turn when
+//!   clearly worse: by more than twice what the figures vary by. An adapter "leans the way you rated" on a turn when
 //!   it gives a liked reply a higher, or a disliked reply a lower, log-probability than the base.
 //! * Drift: the change in per-token log-probability from the base on a small neutral set of
 //!   everyday questions and plain answers shipped with the crate (`data/neutral.jsonl`),
@@ -119,7 +119,10 @@ impl GatePolicy {
         Self {
             min_held_out: 4,
             max_held_out: 64,
-            noise_allowance: 1.0,
+            // Two standard errors: at one, about one version in six that was no worse got held
+            // back by chance, and the ratings its run used were lost to what serves (7 of 16
+            // versions held in one `bench learn` arm, BENCHMARKS.md "Learning").
+            noise_allowance: 2.0,
             max_perplexity_change,
             max_kl,
             max_seq_len: 512,
@@ -326,14 +329,29 @@ fn mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-/// Sample variance of the mean (0 with fewer than two values).
-fn var_of_mean(v: &[f64]) -> f64 {
+/// Sample variance (None with fewer than two values).
+fn sample_var(v: &[f64]) -> Option<f64> {
     if v.len() < 2 {
-        return 0.0;
+        return None;
     }
     let m = v.iter().sum::<f64>() / v.len() as f64;
-    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
-    var / v.len() as f64
+    Some(v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64)
+}
+
+/// Standard error of `mean(good) − mean(bad)`. A kind with a single turn has no spread of its
+/// own, so it borrows the other kind's: with one liked turn among ten disliked (a person who
+/// dislikes most replies), that one turn is most of the uncertainty, and leaving it out made
+/// the gate hold versions back on noise.
+fn margin_noise(good: &[f64], bad: &[f64]) -> f64 {
+    let (vg, vb) = (sample_var(good), sample_var(bad));
+    let share = |n: usize, own: Option<f64>, other: Option<f64>| {
+        if n == 0 {
+            0.0
+        } else {
+            own.or(other).unwrap_or(0.0) / n as f64
+        }
+    };
+    (share(good.len(), vg, vb) + share(bad.len(), vb, vg)).sqrt()
 }
 
 /// Held-out turns with their reward sign and base score.
@@ -492,7 +510,7 @@ pub fn evaluate(
         }
     }
     let difference = has_turns.then(|| mean(&e_good).unwrap_or(0.0) - mean(&e_bad).unwrap_or(0.0));
-    let noise = has_turns.then(|| (var_of_mean(&e_good) + var_of_mean(&e_bad)).sqrt());
+    let noise = has_turns.then(|| margin_noise(&e_good, &e_bad));
 
     let drift_only = turns.len() < policy.min_held_out;
     let mut reasons = Vec::new();
@@ -609,8 +627,26 @@ mod tests {
     }
 
     #[test]
-    fn variance_of_the_mean_is_zero_for_one_value() {
-        assert_eq!(var_of_mean(&[1.0]), 0.0);
-        assert!((var_of_mean(&[1.0, 3.0]) - 1.0).abs() < 1e-12);
+    fn margin_noise_adds_both_kinds_and_a_lone_turn_borrows_the_other_kinds_spread() {
+        assert_eq!(sample_var(&[1.0]), None);
+        close(sample_var(&[1.0, 3.0]).unwrap(), 2.0);
+        // Both kinds with a spread: var/n of each, added.
+        close(
+            margin_noise(&[1.0, 3.0], &[0.0, 2.0, 4.0]),
+            (2.0 / 2.0 + 4.0 / 3.0f64).sqrt(),
+        );
+        // One liked turn: it counts with the disliked turns' variance, not as certain.
+        close(
+            margin_noise(&[5.0], &[0.0, 2.0, 4.0]),
+            (4.0 + 4.0 / 3.0f64).sqrt(),
+        );
+        // Only one kind: the other adds nothing.
+        close(margin_noise(&[], &[0.0, 2.0]), 1.0);
+        // Nothing to estimate a spread from.
+        assert_eq!(margin_noise(&[1.0], &[2.0]), 0.0);
+    }
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
     }
 }
