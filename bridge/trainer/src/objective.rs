@@ -203,7 +203,7 @@ impl Default for ObjectiveParams {
             opd_clip: 1.0,
             opd_weight: 1.0,
             ema_decay: Baseline::DECAY,
-            anchor_beta: 1.0,
+            anchor_beta: 0.1,
             anchor_top_k: 32,
         }
     }
