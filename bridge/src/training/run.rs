@@ -41,6 +41,11 @@ pub struct RunOptions {
     pub learning_rate: Option<f64>,
 }
 
+/// Whether a learning rate given in place of the preset's can be trained with: in (0, 1).
+pub fn learning_rate_in_range(lr: f64) -> bool {
+    lr.is_finite() && lr > 0.0 && lr < 1.0
+}
+
 impl RunOptions {
     /// The preset and model from the config, the demo model when none is configured.
     pub fn from_config(config: &Config) -> Result<RunOptions> {
@@ -62,7 +67,7 @@ impl RunOptions {
             .map_err(|e| anyhow!("config.toml [training] objective: {e}"))?;
         let learning_rate = config.training.learning_rate;
         if let Some(lr) = learning_rate
-            && !(lr.is_finite() && lr > 0.0 && lr < 1.0)
+            && !learning_rate_in_range(lr)
         {
             bail!("config.toml [training] learning_rate must be above 0 and below 1 (it is {lr})");
         }

@@ -8,8 +8,9 @@
 //!   given its prompt. An adapter's margin is the mean over the turns rated good minus the mean
 //!   over the turns rated bad; comparing two adapters, the difference of their margins is set
 //!   against its standard error over the turns, so a candidate is held back only when it is
-//!   clearly worse: by more than twice what the figures vary by. An adapter "leans the way you rated" on a turn when
-//!   it gives a liked reply a higher, or a disliked reply a lower, log-probability than the base.
+//!   clearly worse: by more than twice what the figures vary by. An adapter "leans the way you
+//!   rated" on a turn when it gives a liked reply a higher, or a disliked reply a lower,
+//!   log-probability than the base.
 //! * Drift: the change in per-token log-probability from the base on a small neutral set of
 //!   everyday questions and plain answers shipped with the crate (`data/neutral.jsonl`),
 //!   reported as the change in perplexity; each preset bounds its rise. A fall is reported but

@@ -240,7 +240,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--arms needs at least one of binary, hints, peer");
     }
     if let Some(lr) = args.learning_rate
-        && !(lr > 0.0 && lr < 1.0)
+        && !crate::training::run::learning_rate_in_range(lr)
     {
         bail!("--learning-rate must be above 0 and below 1 (got {lr})");
     }
