@@ -126,3 +126,86 @@ fn a_learning_rate_out_of_range_is_refused_before_anything_runs() {
         assert!(!out.exists(), "{bad} left {}", out.display());
     }
 }
+
+/// The processes whose parent is `pid`, from /proc.
+#[cfg(target_os = "linux")]
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": the command may hold spaces, so read after its ')'.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        if after.split_whitespace().nth(1) == Some(&pid.to_string()) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Gone, or a zombie nobody has reaped yet: either way no longer running.
+#[cfg(target_os = "linux")]
+fn is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+            !matches!(after.split_whitespace().next(), Some("Z" | "X"))
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_learning_run_takes_its_daemon_with_it() {
+    use std::time::{Duration, Instant};
+    let model = rlclaw_tests::model::smollm2();
+    let out = std::env::temp_dir().join(format!("rlclaw-bench-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut bench = Command::new(rlclaw_bin())
+        .args(["bench", "learn", "--out"])
+        .arg(&out)
+        .arg("--model")
+        .arg(&model)
+        .args(["--preset-rater", "under:20", "--arms", "binary"])
+        .args([
+            "--rounds",
+            "1",
+            "--round-size",
+            "4",
+            "--heldout-prompts",
+            "2",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let daemon = loop {
+        if let Some(&pid) = children_of(bench.id()).first() {
+            break pid;
+        }
+        assert!(
+            bench.try_wait().unwrap().is_none(),
+            "the benchmark ended before it started a daemon"
+        );
+        assert!(Instant::now() < deadline, "no daemon started");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // SIGKILL: the benchmark gets no chance to stop the daemon itself.
+    bench.kill().unwrap();
+    bench.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while is_running(daemon) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon {daemon} outlived the benchmark"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -35,6 +35,26 @@ pub struct ArmConfig<'a> {
     pub learning_rate: Option<f64>,
 }
 
+/// A benchmark that is killed (Ctrl-C, `kill`, a CI timeout) takes its daemons with it
+/// instead of leaving them holding ports, cores and a model in memory: the kernel sends them
+/// SIGTERM when the thread that started them ends.
+#[cfg(target_os = "linux")]
+fn exit_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent's.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exit_with_parent(_cmd: &mut Command) {}
+
 fn free_port() -> Result<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0").context("no free port on loopback")?;
     Ok(l.local_addr()?)
@@ -61,16 +81,16 @@ impl Daemon {
         std::fs::write(dir.join(crate::datadir::CONFIG_FILE), config)?;
         let (bridge, endpoint) = (free_port()?, free_port()?);
         let log = std::fs::File::create(dir.join("serve.log"))?;
-        let child = Command::new(std::env::current_exe().context("cannot find rlclaw itself")?)
-            .args(["serve", "--listen", &bridge.to_string()])
+        let mut cmd = Command::new(std::env::current_exe().context("cannot find rlclaw itself")?);
+        cmd.args(["serve", "--listen", &bridge.to_string()])
             .args(["--model-endpoint", &endpoint.to_string()])
             .arg("--data-dir")
             .arg(dir)
             .env("RLCLAW_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("cannot start rlclaw serve")?;
+            .stderr(log);
+        exit_with_parent(&mut cmd);
+        let child = cmd.spawn().context("cannot start rlclaw serve")?;
         let mut d = Daemon {
             child,
             dir: dir.to_path_buf(),
