@@ -27,11 +27,6 @@
 //!   vocabulary, which is how these policies degenerate.
 //! * sample loss `L = s · actor + β · kl + β_anchor · anchor`; a step averages L over its
 //!   samples.
-//! * β_anchor steers toward a target anchor KL below the gate's drift bound
-//!   ([`AnchorWeight`]): light while the policy is near the base, so early ratings move it
-//!   quickly; heavier once a step's anchor KL passes the target, so a run near the bound keeps
-//!   learning the rated style while it gives back drift elsewhere, instead of crossing the bound
-//!   and being held back with its ratings.
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -187,14 +182,6 @@ pub struct ObjectiveParams {
     /// Likeliest base tokens per position the anchor keeps (the rest is one bucket).
     #[serde(default = "default_anchor_top_k")]
     pub anchor_top_k: usize,
-    /// The anchor KL (nats per token) a run steers toward by raising β_anchor
-    /// ([`AnchorWeight`]); None keeps β_anchor fixed.
-    #[serde(default = "default_anchor_kl_target")]
-    pub anchor_kl_target: Option<f64>,
-}
-
-fn default_anchor_kl_target() -> Option<f64> {
-    ObjectiveParams::default().anchor_kl_target
 }
 
 fn default_anchor_beta() -> f64 {
@@ -218,49 +205,6 @@ impl Default for ObjectiveParams {
             ema_decay: Baseline::DECAY,
             anchor_beta: 0.1,
             anchor_top_k: 32,
-            // Three quarters of the balanced gate's KL bound (0.10).
-            anchor_kl_target: Some(0.075),
-        }
-    }
-}
-
-/// The anchor's weight through a run, an adaptive KL penalty as in PPO: after each step, a
-/// step whose mean anchor KL was above the target doubles the weight (up to
-/// [`Self::MAX_RISE`] times the preset's); one below two thirds of the target halves it, never
-/// below the preset's. The gap between the two keeps it from flipping on every step's noise.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AnchorWeight {
-    base: f64,
-    target: Option<f64>,
-    beta: f64,
-}
-
-impl AnchorWeight {
-    pub const MAX_RISE: f64 = 32.0;
-
-    pub fn new(base: f64, target: Option<f64>) -> Self {
-        Self {
-            base,
-            target: target.filter(|t| t.is_finite() && *t > 0.0),
-            beta: base,
-        }
-    }
-
-    /// The weight for the next step.
-    pub fn beta(&self) -> f64 {
-        self.beta
-    }
-
-    /// Takes the anchor KL a step measured.
-    pub fn observe(&mut self, kl: f64) {
-        let Some(target) = self.target else { return };
-        if !kl.is_finite() || self.base <= 0.0 {
-            return;
-        }
-        if kl > target {
-            self.beta = (self.beta * 2.0).min(self.base * Self::MAX_RISE);
-        } else if kl < target / 1.5 {
-            self.beta = (self.beta / 2.0).max(self.base);
         }
     }
 }
@@ -492,36 +436,5 @@ mod tests {
         close(s.scale, 0.4);
         close(s.loss.to_scalar::<f64>().unwrap(), 0.4 * actor + 0.5 * kl);
         assert_eq!(s.clipped_fraction, 0.0);
-    }
-
-    #[test]
-    fn the_anchor_weight_doubles_above_its_target_and_falls_back_to_the_preset_below() {
-        let mut w = AnchorWeight::new(0.1, Some(0.06));
-        w.observe(0.05); // between two thirds of the target and the target: unchanged
-        close(w.beta(), 0.1);
-        w.observe(0.07);
-        close(w.beta(), 0.2);
-        w.observe(0.09);
-        close(w.beta(), 0.4);
-        w.observe(0.03);
-        close(w.beta(), 0.2);
-        w.observe(0.0);
-        w.observe(0.0);
-        close(w.beta(), 0.1); // never below the preset's weight
-        for _ in 0..20 {
-            w.observe(1.0);
-        }
-        close(w.beta(), 0.1 * AnchorWeight::MAX_RISE);
-        w.observe(f64::NAN);
-        close(w.beta(), 0.1 * AnchorWeight::MAX_RISE);
-    }
-
-    #[test]
-    fn without_a_target_the_anchor_weight_stays_fixed() {
-        for target in [None, Some(0.0), Some(f64::NAN)] {
-            let mut w = AnchorWeight::new(0.1, target);
-            w.observe(5.0);
-            close(w.beta(), 0.1);
-        }
     }
 }

@@ -130,17 +130,6 @@ impl HyperParams {
 }
 
 impl Preset {
-    /// The gate's bound on the mean KL of a version's next-token distributions from the base's
-    /// on the neutral set, nats per token. Healthy SmolLM2 adapters measured 0.01–0.04; the ones
-    /// whose replies had turned to gibberish 0.17–0.54 (BENCHMARKS.md, "Learning").
-    pub fn max_kl(self) -> f64 {
-        match self {
-            Preset::Careful => 0.05,
-            Preset::Balanced => 0.10,
-            Preset::Aggressive => 0.20,
-        }
-    }
-
     /// Hyper-parameters for a model profile.
     pub fn hyper_params(self, profile: &ModelProfile) -> HyperParams {
         let moe = profile.kind == ModelKind::Moe;
@@ -198,9 +187,6 @@ impl Preset {
                 drift_band: band,
                 drift_hard: hard,
                 anchor_beta,
-                // Three quarters of the gate's bound: the anchor KL over the rated replies
-                // tracks the gate's neutral KL within about 0.02 (BENCHMARKS.md, "Learning").
-                anchor_kl_target: Some(0.75 * self.max_kl()),
                 ..ObjectiveParams::default()
             },
         }

@@ -15,9 +15,7 @@ use crate::error::{Result, TensorContext, TrainerError};
 use crate::hint::usable_hint;
 use crate::lora::{LoraSet, SplitMix64};
 use crate::model::{ChatMessage, LoadedModel, ModelSource};
-use crate::objective::{
-    AnchorWeight, Baseline, advantages, anchor_loss, sample_loss, token_advantages,
-};
+use crate::objective::{Baseline, advantages, anchor_loss, sample_loss, token_advantages};
 use crate::optim::AdamW;
 use crate::peer::{self, ObjectiveVariant, PeerParams};
 use crate::preset::{HyperParams, ModelProfile, Preset};
@@ -107,10 +105,6 @@ pub struct TrainMetrics {
     /// on, nats per token (0 where the anchor is off, as for the peer's objective).
     #[serde(default)]
     pub mean_anchor_kl: f64,
-    /// The anchor's weight at the end of the run: above the preset's when the run's anchor KL
-    /// passed its target (0 where the anchor is off).
-    #[serde(default)]
-    pub final_anchor_beta: f64,
     pub mean_advantage: f64,
     /// Mean drift scale (1 = no damping, 0 = filtered).
     pub mean_drift_scale: f64,
@@ -382,12 +376,10 @@ pub fn train_with_model(
     let (mut tokens, mut evals, mut filtered) = (0usize, 0usize, 0usize);
     let (mut sum_loss, mut sum_kl, mut sum_scale, mut sum_clip) = (0.0, 0.0, 0.0, 0.0);
     let mut sum_anchor = 0.0;
-    let mut anchor_weight = AnchorWeight::new(obj.anchor_beta, obj.anchor_kl_target);
     let (mut first_loss, mut final_loss, mut final_kl, mut last_norm) = (f64::NAN, 0.0, 0.0, 0.0);
     for step in 0..total_steps {
         let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
-        let (mut step_loss, mut step_kl, mut step_anchor) = (0.0, 0.0, 0.0);
-        let beta_anchor = anchor_weight.beta();
+        let (mut step_loss, mut step_kl) = (0.0, 0.0);
         for _ in 0..accum {
             check_cancel()?;
             let i = next_sample();
@@ -418,11 +410,10 @@ pub fn train_with_model(
             };
             let mut loss_val = s.scale * s.actor + obj.kl_beta * s.kl;
             if let Some(kl) = anchor_kl {
-                let (term, mean) = anchor_loss(&kl, beta_anchor)?;
+                let (term, mean) = anchor_loss(&kl, obj.anchor_beta)?;
                 s.loss = (s.loss + term).ctx("sample loss")?;
-                loss_val += beta_anchor * mean;
+                loss_val += obj.anchor_beta * mean;
                 sum_anchor += mean;
-                step_anchor += mean / accum as f64;
             }
             if !loss_val.is_finite() {
                 return Err(TrainerError::NonFinite(format!(
@@ -464,9 +455,6 @@ pub fn train_with_model(
             )));
         }
         last_norm = norm;
-        if anchored {
-            anchor_weight.observe(step_anchor);
-        }
         if first_loss.is_nan() {
             first_loss = step_loss;
         }
@@ -498,7 +486,6 @@ pub fn train_with_model(
         mean_kl: sum_kl / steps,
         final_kl,
         mean_anchor_kl: sum_anchor / evals_f,
-        final_anchor_beta: if anchored { anchor_weight.beta() } else { 0.0 },
         mean_advantage: adv.iter().sum::<f64>() / adv.len() as f64,
         mean_drift_scale: sum_scale / evals_f,
         filtered_fraction: filtered as f64 / evals_f,

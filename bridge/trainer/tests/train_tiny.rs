@@ -314,39 +314,3 @@ fn the_anchor_holds_a_run_on_disliked_replies_nearer_the_base() {
         "KL from the base with the anchor {held}, without {free}"
     );
 }
-
-/// With a target for the anchor KL, a run that passes it raises the anchor's weight and ends
-/// nearer the base than the same run with the weight fixed.
-#[test]
-fn a_run_past_its_anchor_kl_target_raises_the_anchor_and_drifts_less() {
-    let dir = tempdir("anchor-target");
-    write_tiny_model(&dir.join("model"), Arch::Llama, 4).unwrap();
-    let model = LoadedModel::load(&ModelSource::from_path(dir.join("model")).unwrap()).unwrap();
-    let samples: Vec<Sample> = (0..6)
-        .map(|i| sample(&format!("d{i}"), -1.0, None))
-        .collect();
-    let run = |target: Option<f64>| {
-        let mut req = TrainRequest::new(model.source.clone(), samples.clone());
-        let mut h = small_hyper(2, 12, 1e-2);
-        h.objective.anchor_beta = 0.5;
-        h.objective.anchor_kl_target = target;
-        req.hyper = Some(h);
-        train_with_model(&model, &req, &mut |_| {}, &AtomicBool::new(false))
-            .unwrap()
-            .metrics
-    };
-    let fixed = run(None);
-    assert_eq!(fixed.final_anchor_beta, 0.5);
-    let steered = run(Some(fixed.mean_anchor_kl / 10.0));
-    assert!(
-        steered.final_anchor_beta > 0.5,
-        "the weight stayed at {}",
-        steered.final_anchor_beta
-    );
-    assert!(
-        steered.mean_anchor_kl < fixed.mean_anchor_kl,
-        "anchor KL steered {} against fixed {}",
-        steered.mean_anchor_kl,
-        fixed.mean_anchor_kl
-    );
-}
