@@ -7,6 +7,16 @@ use std::process::Command;
 
 use rlclaw_tests::bridge::rlclaw_bin;
 
+/// One round of four ratings, two held-out prompts: the whole loop at its smallest.
+const TINY: [&str; 6] = [
+    "--rounds",
+    "1",
+    "--round-size",
+    "4",
+    "--heldout-prompts",
+    "2",
+];
+
 #[test]
 fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
     let model = rlclaw_tests::model::smollm2();
@@ -18,14 +28,7 @@ fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
         .arg("--model")
         .arg(&model)
         .args(["--preset-rater", "under:20", "--arms", "hints"])
-        .args([
-            "--rounds",
-            "1",
-            "--round-size",
-            "4",
-            "--heldout-prompts",
-            "2",
-        ])
+        .args(TINY)
         .args(["--samples", "1", "--max-tokens", "12", "--seed", "3"])
         .args(["--learning-rate", "2e-4"])
         .output()
@@ -172,14 +175,7 @@ fn a_killed_learning_run_takes_its_daemon_with_it() {
         .arg("--model")
         .arg(&model)
         .args(["--preset-rater", "under:20", "--arms", "binary"])
-        .args([
-            "--rounds",
-            "1",
-            "--round-size",
-            "4",
-            "--heldout-prompts",
-            "2",
-        ])
+        .args(TINY)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
