@@ -138,12 +138,8 @@ fn children_of(pid: u32) -> Vec<u32> {
         let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": the command may hold spaces, so read after its ')'.
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        if after.split_whitespace().nth(1) == Some(&pid.to_string()) {
+        let ppid = stat_fields(child).and_then(|f| f.get(1).cloned());
+        if ppid.as_deref() == Some(&pid.to_string()) {
             out.push(child);
         }
     }
@@ -153,13 +149,18 @@ fn children_of(pid: u32) -> Vec<u32> {
 /// Gone, or a zombie nobody has reaped yet: either way no longer running.
 #[cfg(target_os = "linux")]
 fn is_running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-            !matches!(after.split_whitespace().next(), Some("Z" | "X"))
-        }
-        Err(_) => false,
-    }
+    stat_fields(pid)
+        .and_then(|f| f.first().cloned())
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// The fields of /proc/PID/stat after the command ("state ppid ..."); None once it is gone.
+/// The command may hold spaces and brackets, so the fields start after its last ')'.
+#[cfg(target_os = "linux")]
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
 #[cfg(target_os = "linux")]

@@ -364,10 +364,7 @@ fn margin_noise(good: &[f64], bad: &[f64]) -> f64 {
 fn allowance(z: f64, turns: usize, kinds: usize) -> f64 {
     use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
     let freedom = turns.saturating_sub(kinds).max(1) as f64;
-    let tail = match Normal::new(0.0, 1.0) {
-        Ok(n) => n.cdf(z),
-        Err(_) => return z,
-    };
+    let tail = Normal::standard().cdf(z);
     match StudentsT::new(0.0, 1.0, freedom) {
         Ok(t) if (0.5..1.0).contains(&tail) => t.inverse_cdf(tail),
         _ => z,
