@@ -428,29 +428,6 @@ impl<'m> Decoder<'m> {
         Ok((cat(lp)?, cat(kl)?))
     }
 
-    /// Log-probabilities of `ids[start..]` as [`Self::response_logprobs`] (no graph), and the
-    /// entropy of the whole next-token distribution at each of those positions.
-    pub fn response_logprobs_entropy(
-        &self,
-        ids: &[u32],
-        start: usize,
-        lora: Option<&LoraSet>,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let parts = self.response_blocks(ids, start, lora, false, |rows, logits| {
-            let lsm = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
-            let targets = &ids[start + rows.start..start + rows.end];
-            let idx = Tensor::from_slice(targets, (targets.len(), 1), lsm.device())?;
-            let lp = lsm.gather(&idx, 1)?.squeeze(1)?.to_vec1::<f32>()?;
-            let h = (lsm.exp()? * &lsm)?
-                .sum(D::Minus1)?
-                .neg()?
-                .to_vec1::<f32>()?;
-            Ok((lp, h))
-        })?;
-        let (lp, h): (Vec<Vec<f32>>, Vec<Vec<f32>>) = parts.into_iter().unzip();
-        Ok((lp.concat(), h.concat()))
-    }
-
     /// The `k` likeliest next tokens and the mass of the rest at each position of `ids[start..]`
     /// (no graph): what [`Self::response_logprobs_anchored`] holds a policy near; and, from the
     /// same pass, the log-probability of each token that is there.

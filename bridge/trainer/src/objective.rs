@@ -13,12 +13,6 @@
 //!   term: `A_t = A + w · clip(ℓ_teacher,t − ℓ_beh,t, −C, C)`, where the teacher is the same
 //!   model (base plus the behaviour adapter) with the hint added to its context and the student
 //!   `ℓ_beh` is that model without it: the difference is exactly what the hint changes.
-//! * only the forking tokens carry it: the share `φ` of the reply's tokens where the behaviour
-//!   policy's next-token entropy was highest keep `A_t`, the rest get 0 (Wang et al. 2025,
-//!   "high-entropy minority tokens"). A rating judges the reply, but the reply was decided at
-//!   a few positions ("To" or "Sure" as its first word); pushing every token of a liked reply
-//!   also moves the model's wording everywhere, which costs drift from the base (the gate's
-//!   KL bound) without teaching the preference.
 //! * per-token ratio `ρ_t = exp(ℓ_θ,t − ℓ_beh,t)` against the behaviour policy, PPO-style
 //!   surrogate `actor = −mean_t min(ρ_t A_t, clip(ρ_t, 0.5, 2.0) A_t)`.
 //! * drift filter on the geometric-mean ratio against the frozen base,
@@ -107,35 +101,6 @@ pub fn token_advantages(
     }
 }
 
-/// Zeroes the advantage of every token but the `share` of them (at least one) with the highest
-/// `entropy`; `share ≥ 1` keeps them all. The mean over tokens in the surrogate still counts
-/// every token, so a kept token's push is what it was without the others.
-pub fn keep_forking_tokens(token_adv: &mut [f64], entropy: &[f32], share: f64) -> Result<()> {
-    if entropy.len() != token_adv.len() {
-        return Err(TrainerError::Request(format!(
-            "{} entropies for {} tokens",
-            entropy.len(),
-            token_adv.len()
-        )));
-    }
-    if !(share > 0.0) {
-        return Err(TrainerError::Request(format!(
-            "the forking-token share {share} is not above 0"
-        )));
-    }
-    let n = token_adv.len();
-    let keep = ((share * n as f64).ceil() as usize).clamp(1, n.max(1));
-    if keep >= n {
-        return Ok(());
-    }
-    let mut order: Vec<usize> = (0..n).collect();
-    order.select_nth_unstable_by(keep, |&a, &b| entropy[b].total_cmp(&entropy[a]));
-    for &i in &order[keep..] {
-        token_adv[i] = 0.0;
-    }
-    Ok(())
-}
-
 /// `−mean_t min(ρ_t A_t, clip(ρ_t, lo, hi) A_t)` with `ρ_t = exp(lp_new − lp_beh)`.
 pub fn clipped_surrogate(
     lp_new: &Tensor,
@@ -217,14 +182,6 @@ pub struct ObjectiveParams {
     /// Likeliest base tokens per position the anchor keeps (the rest is one bucket).
     #[serde(default = "default_anchor_top_k")]
     pub anchor_top_k: usize,
-    /// φ: share of each reply's tokens, those of highest behaviour entropy, that carry the
-    /// advantage ([`keep_forking_tokens`]; 1 trains every token).
-    #[serde(default = "default_forking_share")]
-    pub forking_share: f64,
-}
-
-fn default_forking_share() -> f64 {
-    ObjectiveParams::default().forking_share
 }
 
 fn default_anchor_beta() -> f64 {
@@ -248,7 +205,6 @@ impl Default for ObjectiveParams {
             ema_decay: Baseline::DECAY,
             anchor_beta: 0.1,
             anchor_top_k: 32,
-            forking_share: 0.2,
         }
     }
 }
@@ -399,27 +355,6 @@ mod tests {
             token_advantages(0.3, None, &[0.0, 0.0], 1.0, 1.0),
             vec![0.3, 0.3]
         );
-    }
-
-    #[test]
-    fn only_the_highest_entropy_tokens_keep_their_advantage() {
-        let entropy = [2.5f32, 0.1, 0.3, 1.9, 0.0, 0.2, 0.05, 0.4, 0.01, 0.02];
-        let mut a = vec![0.7; 10];
-        keep_forking_tokens(&mut a, &entropy, 0.2).unwrap();
-        assert_eq!(a, [0.7, 0.0, 0.0, 0.7, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
-        // At least one token, and every token at a share of 1.
-        let mut one = vec![-1.0, -1.0, -1.0];
-        keep_forking_tokens(&mut one, &[0.1, 0.3, 0.2], 0.01).unwrap();
-        assert_eq!(one, [0.0, -1.0, 0.0]);
-        let mut all = vec![0.5, -0.5];
-        keep_forking_tokens(&mut all, &[0.0, 1.0], 1.0).unwrap();
-        assert_eq!(all, [0.5, -0.5]);
-        // Bad input changes nothing.
-        let mut kept = vec![0.5, 0.5];
-        assert!(keep_forking_tokens(&mut kept, &[1.0], 0.2).is_err());
-        assert!(keep_forking_tokens(&mut kept, &[1.0, 2.0], 0.0).is_err());
-        assert!(keep_forking_tokens(&mut kept, &[1.0, 2.0], f64::NAN).is_err());
-        assert_eq!(kept, [0.5, 0.5]);
     }
 
     #[test]

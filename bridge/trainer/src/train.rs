@@ -15,9 +15,7 @@ use crate::error::{Result, TensorContext, TrainerError};
 use crate::hint::usable_hint;
 use crate::lora::{LoraSet, SplitMix64};
 use crate::model::{ChatMessage, LoadedModel, ModelSource};
-use crate::objective::{
-    Baseline, advantages, anchor_loss, keep_forking_tokens, sample_loss, token_advantages,
-};
+use crate::objective::{Baseline, advantages, anchor_loss, sample_loss, token_advantages};
 use crate::optim::AdamW;
 use crate::peer::{self, ObjectiveVariant, PeerParams};
 use crate::preset::{HyperParams, ModelProfile, Preset};
@@ -307,41 +305,23 @@ pub fn train_with_model(
         None => None,
     };
     let anchored = !is_peer && obj.anchor_beta > 0.0;
-    // The peer's objective pushes every token, as the peer does.
-    let forking = !is_peer && obj.forking_share < 1.0;
     let mut lp_ref = Vec::with_capacity(enc.len());
     let mut lp_beh = Vec::with_capacity(enc.len());
     let mut tok_adv = Vec::with_capacity(enc.len());
     let mut anchors = Vec::with_capacity(enc.len());
     for (e, a) in enc.iter().zip(&adv) {
         check_cancel()?;
-        // The base's pass gives its token log-probs and, when anchored, the anchor (and the
-        // base's entropy) with them.
-        let (r, base_entropy) = if anchored {
+        // The base's pass gives its token log-probs and, when anchored, the anchor with them.
+        let r = if anchored {
             let (anchor, r) = dec.response_anchor(&e.ids, e.start, None, obj.anchor_top_k)?;
-            let h = anchor.entropy.clone();
             anchors.push(anchor);
-            (r, Some(h))
-        } else if forking && behaviour.is_none() {
-            let (r, h) = dec.response_logprobs_entropy(&e.ids, e.start, None)?;
-            (r, Some(h))
+            r
         } else {
-            (
-                values(&dec.response_logprobs(&e.ids, e.start, None, false)?)?,
-                None,
-            )
+            values(&dec.response_logprobs(&e.ids, e.start, None, false)?)?
         };
-        // The behaviour policy (the one that wrote the reply) and where it had choices.
-        let (b, entropy) = match &behaviour {
-            Some(l) if forking => {
-                let (b, h) = dec.response_logprobs_entropy(&e.ids, e.start, Some(l))?;
-                (b, Some(h))
-            }
-            Some(l) => (
-                values(&dec.response_logprobs(&e.ids, e.start, Some(l), false)?)?,
-                None,
-            ),
-            None => (r.clone(), base_entropy),
+        let b = match &behaviour {
+            Some(l) => values(&dec.response_logprobs(&e.ids, e.start, Some(l), false)?)?,
+            None => r.clone(),
         };
         // The teacher is the student (base + behaviour adapter) with the hint in its context.
         let teacher = match &e.teacher {
@@ -353,11 +333,13 @@ pub fn train_with_model(
             )?)?),
             None => None,
         };
-        let mut ta = token_advantages(*a, teacher.as_deref(), &b, obj.opd_clip, obj.opd_weight);
-        if let Some(h) = entropy.as_ref().filter(|_| forking) {
-            keep_forking_tokens(&mut ta, h, obj.forking_share)?;
-        }
-        tok_adv.push(ta);
+        tok_adv.push(token_advantages(
+            *a,
+            teacher.as_deref(),
+            &b,
+            obj.opd_clip,
+            obj.opd_weight,
+        ));
         lp_ref.push(r);
         lp_beh.push(b);
     }
