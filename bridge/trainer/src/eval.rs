@@ -106,17 +106,12 @@ impl GatePolicy {
     /// The gate for a preset: the neutral perplexity may rise by 5% (careful), 10% (balanced)
     /// or 20% (aggressive).
     pub fn for_preset(preset: Preset) -> Self {
-        let max_perplexity_change = match preset {
-            Preset::Careful => 0.05,
-            Preset::Balanced => 0.10,
-            Preset::Aggressive => 0.20,
-        };
-        // Healthy SmolLM2 adapters measured 0.01–0.04 nats per token; the ones whose replies
-        // had turned to gibberish 0.17–0.54 (BENCHMARKS.md, "Learning").
-        let max_kl = match preset {
-            Preset::Careful => 0.05,
-            Preset::Balanced => 0.10,
-            Preset::Aggressive => 0.20,
+        // The KL bound (nats per token): healthy SmolLM2 adapters measured 0.01–0.04; the ones
+        // whose replies had turned to gibberish 0.17–0.54 (BENCHMARKS.md, "Learning").
+        let (max_perplexity_change, max_kl) = match preset {
+            Preset::Careful => (0.05, 0.05),
+            Preset::Balanced => (0.10, 0.10),
+            Preset::Aggressive => (0.20, 0.20),
         };
         Self {
             min_held_out: 4,
