@@ -23,6 +23,9 @@ pub struct Anchor {
     pub logprobs: Vec<f32>,
     /// Log of the mass outside the top `k`, per position.
     pub tail: Vec<f32>,
+    /// Entropy of the whole distribution, per position (nats): where the base had a choice
+    /// to make, which the top-`k` summary cannot tell.
+    pub entropy: Vec<f32>,
 }
 
 /// Smallest tail mass either side is given, so a log stays finite.
@@ -36,6 +39,7 @@ impl Anchor {
             ids: Vec::new(),
             logprobs: Vec::new(),
             tail: Vec::new(),
+            entropy: Vec::new(),
         }
     }
 
@@ -68,6 +72,7 @@ impl Anchor {
                 self.logprobs.push(f32::NEG_INFINITY);
             }
             self.tail.push(tail.ln() as f32);
+            self.entropy.push(entropy(row));
         }
     }
 
@@ -106,6 +111,16 @@ impl Anchor {
     }
 }
 
+/// `−Σ p ℓ` of one row of log-probabilities, in nats.
+pub fn entropy(log_softmax: &[f32]) -> f32 {
+    let h: f64 = log_softmax
+        .iter()
+        .filter(|l| l.is_finite())
+        .map(|&l| -(l as f64).exp() * l as f64)
+        .sum();
+    h as f32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +143,9 @@ mod tests {
         let (lb, lp) = (log_softmax(&base), log_softmax(&pol));
         let exact: f32 = lb.iter().zip(&lp).map(|(b, p)| b.exp() * (b - p)).sum();
         assert!((kl - exact).abs() < 1e-4, "{kl} vs {exact}");
+        let h: f32 = -lb.iter().map(|l| l.exp() * l).sum::<f32>();
+        assert!((a.entropy[0] - h).abs() < 1e-5, "{} vs {h}", a.entropy[0]);
+        assert!(entropy(&log_softmax(&[0.0; 4])) - 4f32.ln() < 1e-6);
     }
 
     #[test]

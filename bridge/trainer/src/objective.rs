@@ -132,6 +132,23 @@ pub fn anchor_loss(kl: &Tensor, beta: f64) -> Result<(Tensor, f64)> {
     Ok(((mean * beta).ctx("anchor loss")?, value))
 }
 
+/// Per-position weights of the anchor: 0 at the `free_share` of positions (at least one when
+/// above 0) with the highest base entropy, 1 elsewhere.
+pub fn anchor_weights(entropy: &[f32], free_share: f64) -> Vec<f32> {
+    let n = entropy.len();
+    let mut w = vec![1.0f32; n];
+    if !(free_share > 0.0) || n == 0 {
+        return w;
+    }
+    let free = ((free_share * n as f64).ceil() as usize).clamp(1, n);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| entropy[b].total_cmp(&entropy[a]));
+    for &i in &order[..free] {
+        w[i] = 0.0;
+    }
+    w
+}
+
 /// Drift filter: (scale, log ρ̄) from per-token log-probs (values only, no gradient).
 pub fn drift_scale(
     lp_new: &[f32],
@@ -182,6 +199,10 @@ pub struct ObjectiveParams {
     /// Likeliest base tokens per position the anchor keeps (the rest is one bucket).
     #[serde(default = "default_anchor_top_k")]
     pub anchor_top_k: usize,
+    /// Share of each reply's positions, those where the base's entropy is highest (where the
+    /// reply was decided), that the anchor leaves free (0 anchors every position).
+    #[serde(default)]
+    pub anchor_free_share: f64,
 }
 
 fn default_anchor_beta() -> f64 {
@@ -205,6 +226,7 @@ impl Default for ObjectiveParams {
             ema_decay: Baseline::DECAY,
             anchor_beta: 0.1,
             anchor_top_k: 32,
+            anchor_free_share: 0.2,
         }
     }
 }
@@ -355,6 +377,17 @@ mod tests {
             token_advantages(0.3, None, &[0.0, 0.0], 1.0, 1.0),
             vec![0.3, 0.3]
         );
+    }
+
+    #[test]
+    fn the_anchor_leaves_the_highest_entropy_positions_free() {
+        let h = [0.1f32, 2.0, 0.3, 1.5, 0.0, 0.2, 0.05, 0.4, 0.01, 0.02];
+        let w = anchor_weights(&h, 0.2);
+        assert_eq!(w, [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+        assert_eq!(anchor_weights(&h[..3], 0.01), [1.0, 0.0, 1.0]);
+        assert!(anchor_weights(&h, 0.0).iter().all(|&x| x == 1.0));
+        assert!(anchor_weights(&h, f64::NAN).iter().all(|&x| x == 1.0));
+        assert!(anchor_weights(&[], 0.5).is_empty());
     }
 
     #[test]

@@ -156,9 +156,9 @@ impl Preset {
         // higher moved SmolLM2 no further (KL 0.002 after three runs); at 0.1 the prefix style
         // rose from 0.14 to 0.45 in 56 ratings with KL 0.02 (BENCHMARKS.md, "Learning").
         let anchor_beta = match self {
-            Preset::Careful => 0.2,
-            Preset::Balanced => 0.1,
-            Preset::Aggressive => 0.05,
+            Preset::Careful => 0.6,
+            Preset::Balanced => 0.3,
+            Preset::Aggressive => 0.15,
         };
         let grad_accum = match profile.bucket {
             SizeBucket::Tiny | SizeBucket::Small => 4,

@@ -15,7 +15,9 @@ use crate::error::{Result, TensorContext, TrainerError};
 use crate::hint::usable_hint;
 use crate::lora::{LoraSet, SplitMix64};
 use crate::model::{ChatMessage, LoadedModel, ModelSource};
-use crate::objective::{Baseline, advantages, anchor_loss, sample_loss, token_advantages};
+use crate::objective::{
+    Baseline, advantages, anchor_loss, anchor_weights, sample_loss, token_advantages,
+};
 use crate::optim::AdamW;
 use crate::peer::{self, ObjectiveVariant, PeerParams};
 use crate::preset::{HyperParams, ModelProfile, Preset};
@@ -314,7 +316,10 @@ pub fn train_with_model(
         // The base's pass gives its token log-probs and, when anchored, the anchor with them.
         let r = if anchored {
             let (anchor, r) = dec.response_anchor(&e.ids, e.start, None, obj.anchor_top_k)?;
-            anchors.push(anchor);
+            let w = anchor_weights(&anchor.entropy, obj.anchor_free_share);
+            let w = Tensor::from_vec(w, anchor.positions(), model.weights.device())
+                .ctx("anchor weights")?;
+            anchors.push((anchor, w));
             r
         } else {
             values(&dec.response_logprobs(&e.ids, e.start, None, false)?)?
@@ -385,9 +390,13 @@ pub fn train_with_model(
             let i = next_sample();
             let e = &enc[i];
             let (lp_new, anchor_kl) = match anchors.get(i) {
-                Some(anchor) => {
+                Some((anchor, w)) => {
                     let (lp, kl) =
                         dec.response_logprobs_anchored(&e.ids, e.start, &lora, anchor)?;
+                    let kl = kl
+                        .to_dtype(w.dtype())
+                        .and_then(|k| k * w)
+                        .ctx("anchor weights")?;
                     (lp, Some(kl))
                 }
                 None => (
