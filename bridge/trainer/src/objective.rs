@@ -80,23 +80,38 @@ pub fn advantages(rewards: &[f64], baseline: Baseline, decay: f64) -> Result<(Ve
     Ok((out, b))
 }
 
-/// Per-token advantages: the sample's advantage plus the clipped difference between the
-/// hint-conditioned teacher and the student (the behaviour policy's log-probs).
+/// The hint's term per response token: `w · clip(ℓ_teacher − ℓ_student, −C, C)` where the
+/// teacher's log-prob differs from the student's by at least `min_shift` nats, 0 elsewhere.
+/// A hint such as "start with 'To'" changes a few tokens a lot (the first word) and every other
+/// token a little; distilling those small shifts too moved SmolLM2 as far from the base in one
+/// run as sixteen ratings without hints did in four (BENCHMARKS.md, "Learning").
+pub fn hint_terms(teacher: &[f32], student: &[f32], p: &ObjectiveParams) -> Vec<f64> {
+    teacher
+        .iter()
+        .zip(student)
+        .map(|(&lt, &ls)| {
+            let shift = lt as f64 - ls as f64;
+            if shift.abs() < p.opd_min_shift {
+                0.0
+            } else {
+                p.opd_weight * shift.clamp(-p.opd_clip, p.opd_clip)
+            }
+        })
+        .collect()
+}
+
+/// Per-token advantages: the sample's advantage plus, with a hint, [`hint_terms`].
 pub fn token_advantages(
     advantage: f64,
     teacher: Option<&[f32]>,
     student: &[f32],
-    opd_clip: f64,
-    opd_weight: f64,
+    p: &ObjectiveParams,
 ) -> Vec<f64> {
     match teacher {
         None => vec![advantage; student.len()],
-        Some(t) => t
-            .iter()
-            .zip(student)
-            .map(|(&lt, &ls)| {
-                advantage + opd_weight * (lt as f64 - ls as f64).clamp(-opd_clip, opd_clip)
-            })
+        Some(t) => hint_terms(t, student, p)
+            .into_iter()
+            .map(|h| advantage + h)
             .collect(),
     }
 }
@@ -192,6 +207,9 @@ pub struct ObjectiveParams {
     /// C: clip of the hint-teacher log-prob difference.
     pub opd_clip: f64,
     pub opd_weight: f64,
+    /// Smallest teacher-student difference (nats) the hint term acts on; see [`hint_terms`].
+    #[serde(default = "default_opd_min_shift")]
+    pub opd_min_shift: f64,
     pub ema_decay: f64,
     /// β_anchor: weight of the whole-distribution KL from the base (0 turns it off).
     #[serde(default = "default_anchor_beta")]
@@ -209,6 +227,10 @@ fn default_anchor_beta() -> f64 {
     ObjectiveParams::default().anchor_beta
 }
 
+fn default_opd_min_shift() -> f64 {
+    ObjectiveParams::default().opd_min_shift
+}
+
 fn default_anchor_top_k() -> usize {
     ObjectiveParams::default().anchor_top_k
 }
@@ -223,6 +245,7 @@ impl Default for ObjectiveParams {
             drift_hard: 0.5,
             opd_clip: 1.0,
             opd_weight: 1.0,
+            opd_min_shift: 0.5,
             ema_decay: Baseline::DECAY,
             anchor_beta: 0.1,
             anchor_top_k: 32,
@@ -364,19 +387,29 @@ mod tests {
 
     #[test]
     fn hint_teacher_difference_is_clipped_and_added() {
-        let a = token_advantages(
-            -0.5,
-            Some(&[-1.0, -5.0, -2.0]),
-            &[-2.0, -1.0, -2.5],
-            1.0,
-            1.0,
-        );
+        let p = ObjectiveParams {
+            opd_min_shift: 0.0,
+            ..ObjectiveParams::default()
+        };
+        let a = token_advantages(-0.5, Some(&[-1.0, -5.0, -2.0]), &[-2.0, -1.0, -2.5], &p);
         // diffs 1.0, -4.0 -> -1.0 (clipped), 0.5
         assert_eq!(a, vec![0.5, -1.5, 0.0]);
-        assert_eq!(
-            token_advantages(0.3, None, &[0.0, 0.0], 1.0, 1.0),
-            vec![0.3, 0.3]
+        assert_eq!(token_advantages(0.3, None, &[0.0, 0.0], &p), vec![0.3, 0.3]);
+    }
+
+    #[test]
+    fn the_hint_term_ignores_small_teacher_shifts() {
+        let p = ObjectiveParams::default();
+        // diffs 3.0 (clipped to 1), 0.2 and -0.4 (below 0.5: nothing), -0.6
+        let t = [-1.0f32, -2.0, -3.0, -4.0];
+        let s = [-4.0f32, -2.2, -2.6, -3.4];
+        let h = hint_terms(&t, &s, &p);
+        assert_eq!(h.len(), 4);
+        assert!(
+            (h[0] - 1.0).abs() < 1e-6 && h[1] == 0.0 && h[2] == 0.0,
+            "{h:?}"
         );
+        assert!((h[3] + 0.6).abs() < 1e-5, "{h:?}");
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub struct TrainMetrics {
     pub clipped_fraction: f64,
     pub last_grad_norm: f64,
     pub hint_samples: usize,
+    /// Share of the hinted replies' tokens the hint term acted on (0 without hints).
+    #[serde(default)]
+    pub hint_token_share: f64,
     pub seconds: f64,
     pub tokens_per_sec: f64,
 }
@@ -311,6 +314,8 @@ pub fn train_with_model(
     let mut lp_beh = Vec::with_capacity(enc.len());
     let mut tok_adv = Vec::with_capacity(enc.len());
     let mut anchors = Vec::with_capacity(enc.len());
+    // (tokens the hint term acted on, tokens of hinted replies)
+    let mut hint_tokens = (0usize, 0usize);
     for (e, a) in enc.iter().zip(&adv) {
         check_cancel()?;
         // The base's pass gives its token log-probs and, when anchored, the anchor with them.
@@ -338,13 +343,12 @@ pub fn train_with_model(
             )?)?),
             None => None,
         };
-        tok_adv.push(token_advantages(
-            *a,
-            teacher.as_deref(),
-            &b,
-            obj.opd_clip,
-            obj.opd_weight,
-        ));
+        let t_adv = token_advantages(*a, teacher.as_deref(), &b, &obj);
+        if teacher.is_some() {
+            hint_tokens.0 += t_adv.iter().filter(|&&x| x != *a).count();
+            hint_tokens.1 += t_adv.len();
+        }
+        tok_adv.push(t_adv);
         lp_ref.push(r);
         lp_beh.push(b);
     }
@@ -501,6 +505,7 @@ pub fn train_with_model(
         clipped_fraction: sum_clip / evals_f,
         last_grad_norm: last_norm,
         hint_samples: enc.iter().filter(|e| e.teacher.is_some()).count(),
+        hint_token_share: hint_tokens.0 as f64 / hint_tokens.1.max(1) as f64,
         seconds: secs,
         tokens_per_sec: tokens as f64 / secs.max(1e-9),
     };

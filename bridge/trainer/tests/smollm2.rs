@@ -185,6 +185,11 @@ fn a_hint_makes_the_base_teacher_prefer_the_hinted_reply() {
         t[0]
     );
     // The clipped OPD advantage then pushes that token up even on a bad rating.
-    let adv = rlclaw_trainer::objective::token_advantages(-0.2, Some(&t), &r, 1.0, 1.0);
+    let adv = rlclaw_trainer::objective::token_advantages(
+        -0.2,
+        Some(&t),
+        &r,
+        &rlclaw_trainer::objective::ObjectiveParams::default(),
+    );
     assert!((adv[0] - 0.8).abs() < 1e-6, "{}", adv[0]);
 }
