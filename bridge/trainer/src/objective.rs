@@ -12,7 +12,10 @@
 //! * with a hint (the reason given with a bad rating), a token-level on-policy-distillation
 //!   term: `A_t = A + w · clip(ℓ_teacher,t − ℓ_beh,t, −C, C)`, where the teacher is the same
 //!   model (base plus the behaviour adapter) with the hint added to its context and the student
-//!   `ℓ_beh` is that model without it: the difference is exactly what the hint changes.
+//!   `ℓ_beh` is that model without it: the difference is exactly what the hint changes. The
+//!   term acts only on tokens whose difference is at least `opd_min_shift` (half a nat): a hint
+//!   moves a few tokens a lot and the rest a little, and distilling the little shifts too
+//!   moved the whole reply away from the base ([`hint_terms`]).
 //! * per-token ratio `ρ_t = exp(ℓ_θ,t − ℓ_beh,t)` against the behaviour policy, PPO-style
 //!   surrogate `actor = −mean_t min(ρ_t A_t, clip(ρ_t, 0.5, 2.0) A_t)`.
 //! * drift filter on the geometric-mean ratio against the frozen base,
@@ -21,10 +24,12 @@
 //!   `s = δ/e` for `δ < e ≤ δ_hard`, and `s = 0` beyond (the trajectory is filtered). A sample
 //!   that would pull the policy back toward the base is never damped.
 //! * k3 KL estimate against the frozen base, `kl = mean_t (exp(ℓ_ref − ℓ_θ) − (ℓ_ref − ℓ_θ) − 1)`.
-//! * an anchor on the whole next-token distribution, `anchor = mean_t KL_t(base ‖ θ)` with
+//! * an anchor on the whole next-token distribution, `anchor = mean_t w_t KL_t(base ‖ θ)` with
 //!   the base's distribution kept as its top tokens plus the rest ([`crate::anchor`]): the k3
 //!   term reads only the sampled tokens and cannot see mass spread over the rest of the
-//!   vocabulary, which is how these policies degenerate.
+//!   vocabulary, which is how these policies degenerate. The positions where the base's
+//!   entropy is highest (the `anchor_free_share` of each reply, where it was decided) are left
+//!   free; the anchor holds the rest ([`anchor_weights`]).
 //! * sample loss `L = s · actor + β · kl + β_anchor · anchor`; a step averages L over its
 //!   samples.
 
