@@ -233,9 +233,17 @@ fn the_hint_term_moves_the_students_token_logprobs_toward_the_teachers() {
     let mut req = TrainRequest::new(ModelSource::from_path(dir.join("model")).unwrap(), vec![s]);
     let mut h = small_hyper(1, 4, 3e-3);
     h.objective.kl_beta = 0.0;
-    req.hyper = Some(h);
+    req.hyper = Some(h.clone());
     let report = train_with_model(&model, &req, &mut |_| {}, &AtomicBool::new(false)).unwrap();
     assert_eq!(report.metrics.hint_samples, 1);
+    // The hint term acts on the tokens it moved by at least the threshold, and says how many.
+    let min_shift = h.objective.opd_min_shift;
+    let moved = (0..before.len())
+        .filter(|&t| (teacher[t] as f64 - before[t] as f64).abs() >= min_shift)
+        .count();
+    assert!(moved > 0, "the tiny teacher moved no token by {min_shift}");
+    let share = moved as f64 / before.len() as f64;
+    assert!((report.metrics.hint_token_share - share).abs() < 1e-9);
     let lora = rlclaw_trainer::eval::lora_for(&model, &report.adapter).unwrap();
     let after = vals(
         dec.response_logprobs(&e.ids, e.start, Some(&lora), false)
