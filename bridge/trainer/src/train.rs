@@ -345,6 +345,7 @@ pub fn train_with_model(
         };
         let t_adv = token_advantages(*a, teacher.as_deref(), &b, &obj);
         if teacher.is_some() {
+            // The hint term is exactly 0 where it does not act.
             hint_tokens.0 += t_adv.iter().filter(|&&x| x != *a).count();
             hint_tokens.1 += t_adv.len();
         }
