@@ -26,6 +26,9 @@ pub struct Anchor {
     /// Entropy of the whole distribution, per position (nats): where the base had a choice
     /// to make, which the top-`k` summary cannot tell.
     pub entropy: Vec<f32>,
+    /// How much each position's KL counts: 1 where the anchor holds, 0 where it is left free
+    /// ([`Anchor::leave_free`]).
+    pub weights: Vec<f32>,
 }
 
 /// Smallest tail mass either side is given, so a log stays finite.
@@ -40,6 +43,7 @@ impl Anchor {
             logprobs: Vec::new(),
             tail: Vec::new(),
             entropy: Vec::new(),
+            weights: Vec::new(),
         }
     }
 
@@ -73,11 +77,20 @@ impl Anchor {
             }
             self.tail.push(tail.ln() as f32);
             self.entropy.push(entropy(row));
+            self.weights.push(1.0);
         }
     }
 
-    /// KL(anchor ‖ θ) per position for rows `rows` of the anchor, from θ's logits for the same
-    /// positions (rows × vocabulary), differentiable through `logits`.
+    /// Leaves the `share` of positions where the base's entropy is highest free (at least one
+    /// when `share` is above 0) and holds every other one. A reply is decided at a few forking
+    /// positions, its first word for one; holding those to the base holds back exactly the
+    /// change a rating asks for, while the rest only carry the reply along.
+    pub fn leave_free(&mut self, share: f64) {
+        self.weights = weights_leaving_free(&self.entropy, share);
+    }
+
+    /// KL(anchor ‖ θ) per position for rows `rows` of the anchor, each times its weight, from
+    /// θ's logits for the same positions (rows × vocabulary), differentiable through `logits`.
     pub fn kl(&self, logits: &Tensor, rows: std::ops::Range<usize>) -> candle_core::Result<Tensor> {
         let n = rows.len();
         let dev = logits.device();
@@ -96,7 +109,7 @@ impl Anchor {
         let p_ref = Tensor::from_vec(p_ref, (n, self.k), dev)?;
         let ref_top = Tensor::from_vec(ref_top, (n, self.k), dev)?;
         let top = (&p_ref * (ref_top - &lp_top)?)?.sum(D::Minus1)?;
-        let ref_tail = &self.tail[rows];
+        let ref_tail = &self.tail[rows.clone()];
         let p_ref_tail = Tensor::from_vec(
             ref_tail.iter().map(|&l| l.exp()).collect::<Vec<f32>>(),
             n,
@@ -107,8 +120,26 @@ impl Anchor {
             .clamp(MIN_TAIL, 1.0)?
             .log()?;
         let tail = (p_ref_tail * (ref_tail - own_tail)?)?;
-        top + tail
+        let weights = Tensor::from_slice(&self.weights[rows], n, dev)?;
+        (top + tail)? * weights
     }
+}
+
+/// 0 at the `share` of positions with the highest entropy (at least one when `share` is above
+/// 0), 1 elsewhere.
+fn weights_leaving_free(entropy: &[f32], share: f64) -> Vec<f32> {
+    let n = entropy.len();
+    let mut w = vec![1.0f32; n];
+    if !(share > 0.0) || n == 0 {
+        return w;
+    }
+    let free = ((share * n as f64).ceil() as usize).clamp(1, n);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| entropy[b].total_cmp(&entropy[a]));
+    for &i in &order[..free] {
+        w[i] = 0.0;
+    }
+    w
 }
 
 /// `−Σ p ℓ` of one row of log-probabilities, in nats.
@@ -172,5 +203,33 @@ mod tests {
             .unwrap();
         assert!(g[0] < 0.0 && g[1] < 0.0, "top tokens pulled up: {g:?}");
         assert!(g[2..].iter().all(|&x| x > 0.0), "tail pushed down: {g:?}");
+    }
+
+    #[test]
+    fn the_anchor_leaves_the_highest_entropy_positions_free() {
+        let h = [0.1f32, 2.0, 0.3, 1.5, 0.0, 0.2, 0.05, 0.4, 0.01, 0.02];
+        let w = weights_leaving_free(&h, 0.2);
+        assert_eq!(w, [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+        assert_eq!(weights_leaving_free(&h[..3], 0.01), [1.0, 0.0, 1.0]);
+        assert!(weights_leaving_free(&h, 0.0).iter().all(|&x| x == 1.0));
+        assert!(weights_leaving_free(&h, f64::NAN).iter().all(|&x| x == 1.0));
+        assert!(weights_leaving_free(&[], 0.5).is_empty());
+    }
+
+    #[test]
+    fn a_position_left_free_adds_nothing_to_the_kl() {
+        let (sharp, flat) = ([4.0f32, 0.0, 0.0, 0.0], [0.1f32, 0.0, 0.2, 0.1]);
+        let mut a = Anchor::new(4);
+        a.push_rows(&[log_softmax(&sharp), log_softmax(&flat)]);
+        let pol = [0.0f32, 1.0, 0.0, 2.0, 3.0, 0.0, 0.0, -1.0];
+        let logits = Tensor::from_slice(&pol, (2, 4), &Device::Cpu).unwrap();
+        let held = a.kl(&logits, 0..2).unwrap().to_vec1::<f32>().unwrap();
+        assert!(held.iter().all(|&k| k > 0.01), "{held:?}");
+        a.leave_free(0.5);
+        assert_eq!(a.weights, [1.0, 0.0]);
+        let weighted = a.kl(&logits, 0..2).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(weighted, [held[0], 0.0]);
+        let second = a.kl(&logits.narrow(0, 1, 1).unwrap(), 1..2).unwrap();
+        assert_eq!(second.to_vec1::<f32>().unwrap(), [0.0]);
     }
 }

@@ -29,7 +29,7 @@
 //!   term reads only the sampled tokens and cannot see mass spread over the rest of the
 //!   vocabulary, which is how these policies degenerate. The positions where the base's
 //!   entropy is highest (the `anchor_free_share` of each reply, where it was decided) are left
-//!   free; the anchor holds the rest ([`anchor_weights`]).
+//!   free; the anchor holds the rest ([`crate::anchor::Anchor::leave_free`]).
 //! * sample loss `L = s · actor + β · kl + β_anchor · anchor`; a step averages L over its
 //!   samples.
 
@@ -151,23 +151,6 @@ pub fn anchor_loss(kl: &Tensor, beta: f64) -> Result<(Tensor, f64)> {
         .and_then(|t| t.to_scalar::<f64>())
         .ctx("reading anchor KL")?;
     Ok(((mean * beta).ctx("anchor loss")?, value))
-}
-
-/// Per-position weights of the anchor: 0 at the `free_share` of positions (at least one when
-/// above 0) with the highest base entropy, 1 elsewhere.
-pub fn anchor_weights(entropy: &[f32], free_share: f64) -> Vec<f32> {
-    let n = entropy.len();
-    let mut w = vec![1.0f32; n];
-    if !(free_share > 0.0) || n == 0 {
-        return w;
-    }
-    let free = ((free_share * n as f64).ceil() as usize).clamp(1, n);
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| entropy[b].total_cmp(&entropy[a]));
-    for &i in &order[..free] {
-        w[i] = 0.0;
-    }
-    w
 }
 
 /// Drift filter: (scale, log ρ̄) from per-token log-probs (values only, no gradient).
@@ -416,17 +399,6 @@ mod tests {
             "{h:?}"
         );
         assert!((h[3] + 0.6).abs() < 1e-5, "{h:?}");
-    }
-
-    #[test]
-    fn the_anchor_leaves_the_highest_entropy_positions_free() {
-        let h = [0.1f32, 2.0, 0.3, 1.5, 0.0, 0.2, 0.05, 0.4, 0.01, 0.02];
-        let w = anchor_weights(&h, 0.2);
-        assert_eq!(w, [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
-        assert_eq!(anchor_weights(&h[..3], 0.01), [1.0, 0.0, 1.0]);
-        assert!(anchor_weights(&h, 0.0).iter().all(|&x| x == 1.0));
-        assert!(anchor_weights(&h, f64::NAN).iter().all(|&x| x == 1.0));
-        assert!(anchor_weights(&[], 0.5).is_empty());
     }
 
     #[test]

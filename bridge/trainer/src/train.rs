@@ -15,9 +15,7 @@ use crate::error::{Result, TensorContext, TrainerError};
 use crate::hint::usable_hint;
 use crate::lora::{LoraSet, SplitMix64};
 use crate::model::{ChatMessage, LoadedModel, ModelSource};
-use crate::objective::{
-    Baseline, advantages, anchor_loss, anchor_weights, sample_loss, token_advantages,
-};
+use crate::objective::{Baseline, advantages, anchor_loss, sample_loss, token_advantages};
 use crate::optim::AdamW;
 use crate::peer::{self, ObjectiveVariant, PeerParams};
 use crate::preset::{HyperParams, ModelProfile, Preset};
@@ -320,11 +318,9 @@ pub fn train_with_model(
         check_cancel()?;
         // The base's pass gives its token log-probs and, when anchored, the anchor with them.
         let r = if anchored {
-            let (anchor, r) = dec.response_anchor(&e.ids, e.start, None, obj.anchor_top_k)?;
-            let w = anchor_weights(&anchor.entropy, obj.anchor_free_share);
-            let w = Tensor::from_vec(w, anchor.positions(), model.weights.device())
-                .ctx("anchor weights")?;
-            anchors.push((anchor, w));
+            let (mut anchor, r) = dec.response_anchor(&e.ids, e.start, None, obj.anchor_top_k)?;
+            anchor.leave_free(obj.anchor_free_share);
+            anchors.push(anchor);
             r
         } else {
             values(&dec.response_logprobs(&e.ids, e.start, None, false)?)?
@@ -395,13 +391,9 @@ pub fn train_with_model(
             let i = next_sample();
             let e = &enc[i];
             let (lp_new, anchor_kl) = match anchors.get(i) {
-                Some((anchor, w)) => {
+                Some(anchor) => {
                     let (lp, kl) =
                         dec.response_logprobs_anchored(&e.ids, e.start, &lora, anchor)?;
-                    let kl = kl
-                        .to_dtype(w.dtype())
-                        .and_then(|k| k * w)
-                        .ctx("anchor weights")?;
                     (lp, Some(kl))
                 }
                 None => (
