@@ -8,14 +8,7 @@
 //!   by `1 − 0.99ⁿ` after `n` rewards, as Adam does its moments): started at zero, the raw
 //!   average stays near zero for the first hundred ratings, and when most early replies are
 //!   disliked nearly every advantage is then negative, which pushes the policy off its own
-//!   replies and onto junk (BENCHMARKS.md, the prefix rater's full run). The baseline used is
-//!   bounded to `±baseline_bound` (0.6): a run of only bad ratings drives the unbounded average
-//!   to −1, every later bad rating's advantage to 0, and the model learns nothing from the
-//!   person saying "bad" again and again (BENCHMARKS.md, the second seed's binary arm: its
-//!   first 37 ratings were all bad and the first two versions did not move). Bounded, a bad
-//!   rating always pushes its reply down by at least 1 − bound and a good one up by as much. The
-//!   bound is loose enough that at one liked reply in seven (the prefix rater's start) the
-//!   advantages still nearly cancel.
+//!   replies and onto junk (BENCHMARKS.md, the prefix rater's full run).
 //! * with a hint (the reason given with a bad rating), a token-level on-policy-distillation
 //!   term: `A_t = A + w · clip(ℓ_teacher,t − ℓ_beh,t, −C, C)`, where the teacher is the same
 //!   model (base plus the behaviour adapter) with the hint added to its context and the student
@@ -75,15 +68,9 @@ impl Baseline {
     }
 }
 
-/// Advantages `A_i = r_i − clamp(b̂_{i−1}, ±bound)` (the bias-corrected baseline, bounded) for
-/// rewards in time order, and the baseline after them (stored unbounded).
-pub fn advantages(
-    rewards: &[f64],
-    baseline: Baseline,
-    decay: f64,
-    bound: f64,
-) -> Result<(Vec<f64>, Baseline)> {
-    let bound = bound.clamp(0.0, 1.0);
+/// Advantages `A_i = r_i − b̂_{i−1}` (the bias-corrected baseline) for rewards in time order,
+/// and the baseline after them.
+pub fn advantages(rewards: &[f64], baseline: Baseline, decay: f64) -> Result<(Vec<f64>, Baseline)> {
     let mut b = baseline;
     let mut out = Vec::with_capacity(rewards.len());
     for &r in rewards {
@@ -92,7 +79,7 @@ pub fn advantages(
                 "reward {r} is outside [-1, 1]"
             )));
         }
-        out.push(r - b.estimate(decay).clamp(-bound, bound));
+        out.push(r - b.estimate(decay));
         b.update(r, decay);
     }
     Ok((out, b))
@@ -213,10 +200,6 @@ pub struct ObjectiveParams {
     #[serde(default = "default_opd_min_shift")]
     pub opd_min_shift: f64,
     pub ema_decay: f64,
-    /// Largest |baseline| an advantage is taken against, so that a long run of one rating
-    /// still teaches (1 is the plain baseline).
-    #[serde(default = "default_baseline_bound")]
-    pub baseline_bound: f64,
     /// β_anchor: weight of the whole-distribution KL from the base (0 turns it off).
     #[serde(default = "default_anchor_beta")]
     pub anchor_beta: f64,
@@ -231,10 +214,6 @@ pub struct ObjectiveParams {
 
 fn default_anchor_beta() -> f64 {
     ObjectiveParams::default().anchor_beta
-}
-
-fn default_baseline_bound() -> f64 {
-    ObjectiveParams::default().baseline_bound
 }
 
 fn default_opd_min_shift() -> f64 {
@@ -257,7 +236,6 @@ impl Default for ObjectiveParams {
             opd_weight: 1.0,
             opd_min_shift: 0.5,
             ema_decay: Baseline::DECAY,
-            baseline_bound: 0.6,
             anchor_beta: 0.1,
             anchor_top_k: 32,
             anchor_free_share: 0.2,
@@ -348,7 +326,7 @@ mod tests {
             value: 0.5,
             count: 10_000,
         };
-        let (a, b) = advantages(&[1.0, 1.0, -1.0], long, 0.99, 1.0).unwrap();
+        let (a, b) = advantages(&[1.0, 1.0, -1.0], long, 0.99).unwrap();
         // b0 = 0.5; b1 = 0.99*0.5 + 0.01 = 0.505; b2 = 0.99*0.505 + 0.01 = 0.50995
         close(a[0], 0.5);
         close(a[1], 1.0 - 0.505);
@@ -356,7 +334,7 @@ mod tests {
         close(b.value, 0.99 * 0.50995 - 0.01);
         assert_eq!(b.count, 10_003);
         // A fresh one: the first rewards' mean, not a value stuck near zero.
-        let (a, b) = advantages(&[-1.0, -1.0, 1.0], Baseline::default(), 0.99, 1.0).unwrap();
+        let (a, b) = advantages(&[-1.0, -1.0, 1.0], Baseline::default(), 0.99).unwrap();
         close(a[0], -1.0);
         close(a[1], 0.0);
         close(a[2], 2.0);
@@ -371,7 +349,7 @@ mod tests {
         for _ in 0..50 {
             seen.update(1.0, 0.99);
         }
-        let (a, _) = advantages(&[-1.0, -1.0], seen, 0.99, 1.0).unwrap();
+        let (a, _) = advantages(&[-1.0, -1.0], seen, 0.99).unwrap();
         assert!(a.iter().all(|&x| x < -1.5), "{a:?}");
     }
 
@@ -382,8 +360,7 @@ mod tests {
         let rewards: Vec<f64> = (0..28)
             .map(|i| if i % 7 == 3 { 1.0 } else { -1.0 })
             .collect();
-        let bound = ObjectiveParams::default().baseline_bound;
-        let (a, _) = advantages(&rewards, Baseline::default(), 0.99, bound).unwrap();
+        let (a, _) = advantages(&rewards, Baseline::default(), 0.99).unwrap();
         let late = &a[14..];
         let liked: Vec<f64> = late.iter().copied().filter(|&x| x > 0.0).collect();
         let disliked: Vec<f64> = late.iter().copied().filter(|&x| x < 0.0).collect();
@@ -392,26 +369,9 @@ mod tests {
     }
 
     #[test]
-    fn a_long_run_of_bad_ratings_keeps_teaching() {
-        // The second seed's binary arm began with 37 bad ratings in a row: against the plain
-        // baseline (→ −1) every one after the first had advantage 0.
-        let bad = vec![-1.0; 37];
-        let (plain, _) = advantages(&bad, Baseline::default(), 0.99, 1.0).unwrap();
-        assert!(plain[1..].iter().all(|&x| x.abs() < 1e-9), "{plain:?}");
-        let bound = ObjectiveParams::default().baseline_bound;
-        let (a, after) = advantages(&bad, Baseline::default(), 0.99, bound).unwrap();
-        assert!(a.iter().all(|&x| x <= -(1.0 - bound) + 1e-9), "{a:?}");
-        // The stored baseline is the plain one: the bound applies only where it is read.
-        close(after.estimate(0.99), -1.0);
-        // And symmetrically for a run of good ones.
-        let (a, _) = advantages(&[1.0; 20], Baseline::default(), 0.99, bound).unwrap();
-        assert!(a.iter().all(|&x| x >= 1.0 - bound - 1e-9), "{a:?}");
-    }
-
-    #[test]
     fn rewards_outside_range_are_rejected() {
-        assert!(advantages(&[1.5], Baseline::default(), 0.99, 1.0).is_err());
-        assert!(advantages(&[f64::NAN], Baseline::default(), 0.99, 1.0).is_err());
+        assert!(advantages(&[1.5], Baseline::default(), 0.99).is_err());
+        assert!(advantages(&[f64::NAN], Baseline::default(), 0.99).is_err());
     }
 
     #[test]

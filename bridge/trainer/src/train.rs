@@ -279,7 +279,7 @@ pub fn train_with_model(
             peer_params.pos_weight,
         )?
     } else {
-        advantages(&rewards, req.baseline, obj.ema_decay, obj.baseline_bound)?
+        advantages(&rewards, req.baseline, obj.ema_decay)?
     };
     let enc: Vec<EncodedSample> = req
         .samples
