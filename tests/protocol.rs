@@ -386,6 +386,45 @@ fn status_reports_counts_trend_adapter_and_training() {
 }
 
 #[test]
+fn a_run_of_bad_ratings_without_a_reason_brings_advice_to_give_one() {
+    let bridge = Bridge::start("");
+    let c = bridge.client();
+    let bad = |i: usize, reason: Option<&str>| {
+        let id = format!("t{i}");
+        c.post("/v1/turns", turn(&id));
+        let mut r = rate(&format!("e{i}"), &id, "42", json!(-1));
+        if let Some(reason) = reason {
+            r["reason"] = json!(reason);
+        }
+        assert_eq!(c.post("/v1/ratings", r).status, 200);
+    };
+    let advice = || c.call("GET", "/v1/status", &Value::Null).json()["advice"].clone();
+    for i in 0..7 {
+        bad(i, None);
+    }
+    assert!(advice().is_null(), "seven are not yet a run");
+    // A reason that cannot serve as a hint counts as none.
+    bad(7, Some("/rl bad"));
+    let text = advice();
+    assert!(
+        text.as_str().unwrap().contains("/rl bad too long"),
+        "{text}"
+    );
+    let chat = c.post(
+        "/v1/commands",
+        json!({"event_id": "c1", "name": "status", "sender": "42", "session": "agent:main:main", "args": []}),
+    );
+    assert!(
+        chat.json()["text"]
+            .as_str()
+            .unwrap()
+            .contains("with no reason")
+    );
+    bad(8, Some("too long"));
+    assert!(advice().is_null(), "a reason ends the advice");
+}
+
+#[test]
 fn commands_undo_and_status_are_open_to_everyone() {
     let bridge = Bridge::start("");
     let c = bridge.client();

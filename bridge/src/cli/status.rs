@@ -111,6 +111,9 @@ fn print_human(s: &serde_json::Value) {
         line.push_str(&format!(" (last run: {outcome})"));
     }
     println!("training  {line}");
+    if let Some(advice) = s["advice"].as_str() {
+        println!("\n{advice}");
+    }
 }
 
 /// Each source's count and mean, per worker, and the judge.

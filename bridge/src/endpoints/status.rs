@@ -13,6 +13,9 @@ use crate::training::TrainingControl;
 const TREND_BLOCK: usize = 8;
 const TREND_POINTS: usize = 16;
 
+/// How many latest ratings, all bad and none with a usable reason, earn the advice to give one.
+const UNEXPLAINED_BAD_RUN: usize = 8;
+
 /// A report to read once the request is committed, with the writer's counts at that moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Read {
@@ -56,6 +59,7 @@ pub fn report(
         "version": crate::VERSION,
         "counts": counts,
         "reward_trend": queries::reward_trend(conn, TREND_POINTS, TREND_BLOCK)?,
+        "advice": advice(conn)?,
         "adapter": control.active_adapter(),
         "training": queries::training_state(conn)?,
         "since_last_run": crate::training::samples::pending(conn, &config.rewards.weights)?,
@@ -67,6 +71,24 @@ pub fn report(
             now_ms,
         )?,
     }))
+}
+
+/// A run of bad ratings with no reason cannot teach much: each says "not this" about a reply
+/// the model found likely, never what to do instead, and when every rating is bad the trainer's
+/// baseline sits at "bad" too, so their advantage is near zero. A reason becomes a hint that
+/// does say it, so the person is told to give one.
+fn advice(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    let latest = queries::latest_ratings(conn, UNEXPLAINED_BAD_RUN)?;
+    let unexplained_bad = |(value, reason): &(f64, Option<String>)| {
+        let hint = reason.as_deref().and_then(rlclaw_trainer::usable_hint);
+        *value < 0.0 && hint.is_none()
+    };
+    if latest.len() < UNEXPLAINED_BAD_RUN || !latest.iter().all(unexplained_bad) {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "Your last {UNEXPLAINED_BAD_RUN} ratings were all 👎 with no reason. A 👎 says \"not this\" but not what to change; say it with the rating (\"/rl bad too long\" in a chat, or `rlclaw bad --reason \"too long\"`) and the next run learns from it."
+    )))
 }
 
 /// `/rl status`: the status object with a `text` for the chat.
@@ -133,6 +155,10 @@ fn chat_reply(mut status: serde_json::Value, counts: Counts) -> serde_json::Valu
             text.push('\n');
             text.push_str(summary);
         }
+    }
+    if let Some(advice) = status["advice"].as_str() {
+        text.push('\n');
+        text.push_str(advice);
     }
     status["text"] = text.into();
     status

@@ -107,6 +107,18 @@ pub fn live_rating(
     .optional()
 }
 
+/// The latest live ratings' values and reasons, newest first.
+pub fn latest_ratings(
+    conn: &Connection,
+    limit: usize,
+) -> rusqlite::Result<Vec<(f64, Option<String>)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT value, reason FROM ratings WHERE removed_at IS NULL ORDER BY id DESC LIMIT ?1",
+    )?;
+    stmt.query_map(params![limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
 /// Recent mean rewards, oldest first: the latest live ratings in blocks of `block`.
 pub fn reward_trend(conn: &Connection, blocks: usize, block: usize) -> rusqlite::Result<Vec<f64>> {
     let mut stmt = conn.prepare_cached(
