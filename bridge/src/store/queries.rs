@@ -121,12 +121,10 @@ pub fn latest_ratings(
 
 /// Recent mean rewards, oldest first: the latest live ratings in blocks of `block`.
 pub fn reward_trend(conn: &Connection, blocks: usize, block: usize) -> rusqlite::Result<Vec<f64>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT value FROM ratings WHERE removed_at IS NULL ORDER BY id DESC LIMIT ?1",
-    )?;
-    let mut values: Vec<f64> = stmt
-        .query_map(params![(blocks * block) as i64], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let mut values: Vec<f64> = latest_ratings(conn, blocks * block)?
+        .into_iter()
+        .map(|(value, _)| value)
+        .collect();
     values.reverse();
     // Blocks end at the newest rating; a partial block is the oldest one.
     let skip = values.len() % block;
