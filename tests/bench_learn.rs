@@ -30,7 +30,7 @@ fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
         .args(["--preset-rater", "under:20", "--arms", "hints"])
         .args(TINY)
         .args(["--samples", "1", "--max-tokens", "12", "--seed", "3"])
-        .args(["--learning-rate", "2e-4"])
+        .args(["--learning-rate", "2e-4", "--preset", "careful"])
         .output()
         .unwrap();
     assert!(
@@ -48,6 +48,8 @@ fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
     assert_eq!(report["learning_rate"], 2e-4);
     let config = std::fs::read_to_string(out.join("under-20-hints").join("config.toml")).unwrap();
     assert!(config.contains("learning_rate = 2e-4"), "{config}");
+    assert_eq!(report["preset"], "careful");
+    assert!(config.contains("preset = \"careful\""), "{config}");
     // Four trainable ratings, plus any held-out turns the round drew.
     assert!(points[1]["ratings"].as_u64().unwrap() >= 4);
     assert_eq!(points[1]["runs"], 1, "the scheduler trained once: {arm}");
@@ -94,6 +96,7 @@ fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
     assert_eq!(again["sizes"], report["sizes"]);
     assert_eq!(again["seed"], report["seed"]);
     assert_eq!(again["learning_rate"], report["learning_rate"]);
+    assert_eq!(again["preset"], "careful");
     let missing = Command::new(rlclaw_bin())
         .args(["bench", "learn", "--from-points", "--out"])
         .arg(&out)
@@ -110,7 +113,7 @@ fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
 }
 
 #[test]
-fn a_learning_rate_out_of_range_is_refused_before_anything_runs() {
+fn a_learning_rate_out_of_range_or_an_unknown_preset_is_refused_before_anything_runs() {
     let out = std::env::temp_dir().join(format!("rlclaw-bench-lr-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     for bad in ["0", "1.5", "-1e-4"] {
@@ -128,6 +131,15 @@ fn a_learning_rate_out_of_range_is_refused_before_anything_runs() {
         );
         assert!(!out.exists(), "{bad} left {}", out.display());
     }
+    let run = Command::new(rlclaw_bin())
+        .args(["bench", "learn", "--quick", "--preset", "wild", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!run.status.success(), "an unknown preset was taken");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("unknown preset \"wild\""), "{err}");
+    assert!(!out.exists());
 }
 
 /// The processes whose parent is `pid`, from /proc.

@@ -30,6 +30,16 @@ impl std::str::FromStr for Preset {
     }
 }
 
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Careful => "careful",
+            Self::Balanced => "balanced",
+            Self::Aggressive => "aggressive",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
@@ -245,5 +255,8 @@ mod tests {
         assert_eq!(h.steps_for(8), 6);
         assert_eq!(h.steps_for(1000), 32);
         assert!("Careful".parse::<Preset>().is_ok() && "x".parse::<Preset>().is_err());
+        for p in [Preset::Careful, Preset::Balanced, Preset::Aggressive] {
+            assert_eq!(p.to_string().parse::<Preset>().unwrap(), p);
+        }
     }
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
+use rlclaw_trainer::Preset;
 use tokio::net::TcpStream;
 
 use crate::client::Client;
@@ -33,6 +34,7 @@ pub struct ArmConfig<'a> {
     pub auto_after: usize,
     pub objective: &'a str,
     pub learning_rate: Option<f64>,
+    pub preset: Preset,
 }
 
 /// A benchmark that is killed (Ctrl-C, `kill`, a CI timeout) takes its daemons with it
@@ -70,8 +72,9 @@ impl Daemon {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         // The benchmark keeps the machine busy, so auto-training must not wait for idleness.
         let mut config = format!(
-            "[training]\nauto_after = {}\npreset = \"balanced\"\nmodel = {}\nobjective = \"{}\"\nwait_for_idle = false\n",
+            "[training]\nauto_after = {}\npreset = \"{}\"\nmodel = {}\nobjective = \"{}\"\nwait_for_idle = false\n",
             arm.auto_after,
+            arm.preset,
             toml_string(&arm.model.display().to_string()),
             arm.objective
         );

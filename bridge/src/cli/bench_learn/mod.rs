@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hyper::Method;
 use indicatif::{ProgressBar, ProgressStyle};
-use rlclaw_trainer::is_held_out;
 use rlclaw_trainer::lora::SplitMix64;
+use rlclaw_trainer::{Preset, is_held_out};
 use serde::{Deserialize, Serialize};
 
 use daemon::{ArmConfig, Daemon};
@@ -105,6 +105,10 @@ pub struct Args {
     /// preset's).
     #[arg(long)]
     learning_rate: Option<f64>,
+    /// The training preset of every arm (`[training] preset`): careful, balanced or aggressive.
+    /// It sets the trainer's step and anchor and the gate's bounds on drift.
+    #[arg(long, default_value = "balanced")]
+    preset: Preset,
     /// Run nothing: report and plot from the points.json each arm wrote under --out (arms run
     /// as separate processes, or a run that stopped part way).
     #[arg(long)]
@@ -218,6 +222,9 @@ struct ArmSettings {
     /// None: the preset's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     learning_rate: Option<f64>,
+    /// Arms saved before the flag existed ran with the default.
+    #[serde(default)]
+    preset: Preset,
 }
 
 #[derive(Serialize)]
@@ -229,6 +236,7 @@ struct Report {
     /// None: the preset's.
     #[serde(skip_serializing_if = "Option::is_none")]
     learning_rate: Option<f64>,
+    preset: Preset,
     results: Vec<ArmResult>,
     plots: Vec<String>,
 }
@@ -272,6 +280,7 @@ pub fn run(args: Args) -> Result<()> {
         seed: args.seed,
         sizes,
         learning_rate: args.learning_rate,
+        preset: args.preset,
     };
     let mut saved_settings: Vec<(String, ArmSettings)> = Vec::new();
     let mut results = Vec::new();
@@ -328,6 +337,7 @@ pub fn run(args: Args) -> Result<()> {
         seed: settings.seed,
         sizes: settings.sizes,
         learning_rate: settings.learning_rate,
+        preset: settings.preset,
         results,
         plots,
     };
@@ -420,6 +430,7 @@ async fn run_arm(
             auto_after: sizes.round_size,
             objective: arm.objective(),
             learning_rate: settings.learning_rate,
+            preset: settings.preset,
         },
     )
     .await?;
@@ -748,6 +759,7 @@ fn print_report(r: &Report) {
         r.sizes.max_tokens,
         r.seed
     );
+    println!("preset {}", r.preset);
     if let Some(lr) = r.learning_rate {
         println!("learning rate {lr:e} (not the preset's)");
     }
