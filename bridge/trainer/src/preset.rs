@@ -16,27 +16,37 @@ pub enum Preset {
     Aggressive,
 }
 
+impl Preset {
+    pub const ALL: [Preset; 3] = [Self::Careful, Self::Balanced, Self::Aggressive];
+
+    /// The name in config files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Careful => "careful",
+            Self::Balanced => "balanced",
+            Self::Aggressive => "aggressive",
+        }
+    }
+}
+
 impl std::str::FromStr for Preset {
     type Err = TrainerError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "careful" => Ok(Self::Careful),
-            "balanced" => Ok(Self::Balanced),
-            "aggressive" => Ok(Self::Aggressive),
-            other => Err(TrainerError::Request(format!(
-                "unknown preset {other:?} (careful, balanced, aggressive)"
-            ))),
-        }
+        let wanted = s.to_ascii_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == wanted)
+            .ok_or_else(|| {
+                TrainerError::Request(format!(
+                    "unknown preset {wanted:?} (careful, balanced, aggressive)"
+                ))
+            })
     }
 }
 
 impl std::fmt::Display for Preset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Careful => "careful",
-            Self::Balanced => "balanced",
-            Self::Aggressive => "aggressive",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -255,7 +265,7 @@ mod tests {
         assert_eq!(h.steps_for(8), 6);
         assert_eq!(h.steps_for(1000), 32);
         assert!("Careful".parse::<Preset>().is_ok() && "x".parse::<Preset>().is_err());
-        for p in [Preset::Careful, Preset::Balanced, Preset::Aggressive] {
+        for p in Preset::ALL {
             assert_eq!(p.to_string().parse::<Preset>().unwrap(), p);
         }
     }

@@ -230,13 +230,8 @@ struct ArmSettings {
 #[derive(Serialize)]
 struct Report {
     command: String,
-    model: String,
-    seed: u64,
-    sizes: Sizes,
-    /// None: the preset's.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    learning_rate: Option<f64>,
-    preset: Preset,
+    #[serde(flatten)]
+    settings: ArmSettings,
     results: Vec<ArmResult>,
     plots: Vec<String>,
 }
@@ -333,11 +328,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        model: settings.model,
-        seed: settings.seed,
-        sizes: settings.sizes,
-        learning_rate: settings.learning_rate,
-        preset: settings.preset,
+        settings,
         results,
         plots,
     };
@@ -752,15 +743,15 @@ fn summarise(rater: &Preference, arm: Arm, points: Vec<Point>) -> ArmResult {
 fn print_report(r: &Report) {
     println!(
         "rlclaw bench learn: {} ratings per round, {} rounds, {} held-out prompts x {} replies, max {} tokens, seed {}",
-        r.sizes.round_size,
-        r.sizes.rounds,
-        r.sizes.heldout_prompts,
-        r.sizes.samples,
-        r.sizes.max_tokens,
-        r.seed
+        r.settings.sizes.round_size,
+        r.settings.sizes.rounds,
+        r.settings.sizes.heldout_prompts,
+        r.settings.sizes.samples,
+        r.settings.sizes.max_tokens,
+        r.settings.seed
     );
-    println!("preset {}", r.preset);
-    if let Some(lr) = r.learning_rate {
+    println!("preset {}", r.settings.preset);
+    if let Some(lr) = r.settings.learning_rate {
         println!("learning rate {lr:e} (not the preset's)");
     }
     for a in &r.results {
