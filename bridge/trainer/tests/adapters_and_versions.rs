@@ -9,11 +9,12 @@ use rlclaw_trainer::tiny::tiny_config;
 use rlclaw_trainer::versions::{ACTIVE_FILE, METADATA_FILE};
 use rlclaw_trainer::{AdapterStore, Arch, LoraSet, LoraWeights, NewVersion, TrainerError};
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("rlclaw-trainer-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder, removed when the test ends.
+fn tempdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("rlclaw-trainer-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn adapter(seed: u64) -> LoraWeights {
@@ -40,7 +41,8 @@ fn new_version(parent: Option<&str>, turns: &[&str]) -> NewVersion {
 
 #[test]
 fn peft_round_trip_keeps_keys_shapes_and_values() {
-    let dir = tempdir("peft");
+    let tmp = tempdir("peft");
+    let dir = tmp.path();
     let a = adapter(3);
     a.write_peft(&dir, "base/model").unwrap();
     let cfg_json: serde_json::Value =
@@ -95,7 +97,8 @@ fn expect_adapter_error(dir: &Path, needle: &str) {
 
 #[test]
 fn missing_or_corrupt_adapters_give_clear_errors() {
-    let dir = tempdir("corrupt");
+    let tmp = tempdir("corrupt");
+    let dir = tmp.path();
     expect_adapter_error(&dir, "adapter_config.json");
     adapter(1).write_peft(&dir, "m").unwrap();
     std::fs::write(
@@ -112,7 +115,8 @@ fn missing_or_corrupt_adapters_give_clear_errors() {
 
 #[test]
 fn versions_promote_rollback_and_reset() {
-    let root = tempdir("store");
+    let tmp = tempdir("store");
+    let root = tmp.path();
     let store = AdapterStore::open(root.join("adapters")).unwrap();
     assert!(store.active().unwrap().is_none());
     assert!(store.list().unwrap().is_empty());
@@ -176,7 +180,8 @@ fn versions_promote_rollback_and_reset() {
 
 #[test]
 fn a_crashed_write_leaves_the_active_adapter_usable() {
-    let root = tempdir("crash");
+    let tmp = tempdir("crash");
+    let root = tmp.path();
     let dir = root.join("adapters");
     {
         let store = AdapterStore::open(&dir).unwrap();

@@ -106,9 +106,11 @@ fn check(arch: Arch) {
         ("tokenizer.ggml.token_type".into(), Value::Array(types)),
         ("tokenizer.ggml.eos_token_id".into(), Value::U32(258)),
     ];
-    let dir = std::env::temp_dir().join(format!("rlclaw-gguf-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("tiny.gguf");
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("rlclaw-gguf-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("tiny.gguf");
     let mut f = File::create(&path).unwrap();
     let mdr: Vec<(&str, &Value)> = md.iter().map(|(a, b)| (a.as_str(), b)).collect();
     let qr: Vec<(&str, &QTensor)> = q.iter().map(|(a, b)| (a.as_str(), b)).collect();
