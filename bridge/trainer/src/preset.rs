@@ -37,9 +37,8 @@ impl std::str::FromStr for Preset {
             .into_iter()
             .find(|p| p.name() == wanted)
             .ok_or_else(|| {
-                TrainerError::Request(format!(
-                    "unknown preset {wanted:?} (careful, balanced, aggressive)"
-                ))
+                let names: Vec<&str> = Self::ALL.iter().map(|p| p.name()).collect();
+                TrainerError::Request(format!("unknown preset {wanted:?} ({})", names.join(", ")))
             })
     }
 }

@@ -44,7 +44,7 @@ fn peft_round_trip_keeps_keys_shapes_and_values() {
     let tmp = tempdir("peft");
     let dir = tmp.path();
     let a = adapter(3);
-    a.write_peft(&dir, "base/model").unwrap();
+    a.write_peft(dir, "base/model").unwrap();
     let cfg_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap()).unwrap();
     assert_eq!(cfg_json["peft_type"], "LORA");
@@ -66,7 +66,7 @@ fn peft_round_trip_keeps_keys_shapes_and_values() {
         peft_key(0, "v_proj", 'B'),
         "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight"
     );
-    let (b, cfg) = LoraWeights::read_peft(&dir).unwrap();
+    let (b, cfg) = LoraWeights::read_peft(dir).unwrap();
     assert_eq!((b.rank, b.alpha, cfg.r), (4, 8.0, 4));
     b.check_compatible(&tiny_config(Arch::Qwen2)).unwrap();
     for (la, lb) in a.layers.iter().zip(&b.layers) {
@@ -99,18 +99,18 @@ fn expect_adapter_error(dir: &Path, needle: &str) {
 fn missing_or_corrupt_adapters_give_clear_errors() {
     let tmp = tempdir("corrupt");
     let dir = tmp.path();
-    expect_adapter_error(&dir, "adapter_config.json");
-    adapter(1).write_peft(&dir, "m").unwrap();
+    expect_adapter_error(dir, "adapter_config.json");
+    adapter(1).write_peft(dir, "m").unwrap();
     std::fs::write(
         dir.join(WEIGHTS_FILE),
         b"\x10\x00\x00\x00\x00\x00\x00\x00{\"bad",
     )
     .unwrap();
-    expect_adapter_error(&dir, "corrupt");
+    expect_adapter_error(dir, "corrupt");
     std::fs::remove_file(dir.join(WEIGHTS_FILE)).unwrap();
-    expect_adapter_error(&dir, "missing");
+    expect_adapter_error(dir, "missing");
     std::fs::write(dir.join(CONFIG_FILE), b"{not json").unwrap();
-    expect_adapter_error(&dir, "not a PEFT LoRA config");
+    expect_adapter_error(dir, "not a PEFT LoRA config");
 }
 
 #[test]

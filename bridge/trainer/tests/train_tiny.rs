@@ -8,11 +8,12 @@ use rlclaw_trainer::{
     NewVersion, Preset, Sample, TrainRequest, TrainerError, encode_sample, train, train_with_model,
 };
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("rlclaw-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder, removed when the test ends.
+fn tempdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("rlclaw-train-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn sample(id: &str, reward: f32, hint: Option<&str>) -> Sample {
@@ -61,7 +62,8 @@ fn small_hyper(grad_accum: usize, steps: usize, lr: f64) -> rlclaw_trainer::Hype
 
 #[test]
 fn training_a_tiny_model_reports_progress_baseline_and_a_writable_adapter() {
-    let dir = tempdir("ok");
+    let tmp = tempdir("ok");
+    let dir = tmp.path();
     write_tiny_model(&dir.join("model"), Arch::Qwen3, 1).unwrap();
     let req = request(&dir.join("model"));
     let mut seen = Vec::new();
@@ -115,7 +117,8 @@ fn training_a_tiny_model_reports_progress_baseline_and_a_writable_adapter() {
 
 #[test]
 fn continuing_from_a_parent_with_zero_learning_rate_keeps_it_exactly() {
-    let dir = tempdir("parent");
+    let tmp = tempdir("parent");
+    let dir = tmp.path();
     write_tiny_model(&dir.join("model"), Arch::Llama, 2).unwrap();
     let model = LoadedModel::load(&ModelSource::from_path(dir.join("model")).unwrap()).unwrap();
     let first = train_with_model(
@@ -150,7 +153,8 @@ fn continuing_from_a_parent_with_zero_learning_rate_keeps_it_exactly() {
 
 #[test]
 fn cancelling_stops_the_run_without_a_result() {
-    let dir = tempdir("cancel");
+    let tmp = tempdir("cancel");
+    let dir = tmp.path();
     write_tiny_model(&dir.join("model"), Arch::Qwen2, 3).unwrap();
     let e = train(
         &request(&dir.join("model")),
@@ -163,7 +167,8 @@ fn cancelling_stops_the_run_without_a_result() {
 
 #[test]
 fn bad_requests_are_clear_errors() {
-    let dir = tempdir("bad");
+    let tmp = tempdir("bad");
+    let dir = tmp.path();
     write_tiny_model(&dir.join("model"), Arch::Llama, 4).unwrap();
     let model = LoadedModel::load(&ModelSource::from_path(dir.join("model")).unwrap()).unwrap();
     let run =
@@ -186,7 +191,8 @@ fn bad_requests_are_clear_errors() {
 
 #[test]
 fn samples_are_rendered_with_the_chat_template_and_hints_reach_only_the_teacher() {
-    let dir = tempdir("encode");
+    let tmp = tempdir("encode");
+    let dir = tmp.path();
     write_tiny_model(&dir.join("model"), Arch::Llama, 5).unwrap();
     let model = LoadedModel::load(&ModelSource::from_path(dir.join("model")).unwrap()).unwrap();
     let s = sample("x", -1.0, Some("say less"));
@@ -216,7 +222,8 @@ fn samples_are_rendered_with_the_chat_template_and_hints_reach_only_the_teacher(
 #[test]
 fn the_hint_term_moves_the_students_token_logprobs_toward_the_teachers() {
     use rlclaw_trainer::Decoder;
-    let dir = tempdir("distill");
+    let tmp = tempdir("distill");
+    let dir = tmp.path();
     write_tiny_model(&dir.join("model"), Arch::Llama, 9).unwrap();
     let model = LoadedModel::load(&ModelSource::from_path(dir.join("model")).unwrap()).unwrap();
     // Reward 0 against a zero baseline: the advantage is 0, so only the hint term acts.
@@ -270,7 +277,8 @@ fn the_hint_term_moves_the_students_token_logprobs_toward_the_teachers() {
 
 #[test]
 fn the_peer_objective_trains_without_hints_and_with_z_scored_advantages() {
-    let dir = tempdir("peer");
+    let tmp = tempdir("peer");
+    let dir = tmp.path();
     write_tiny_model(&dir.join("model"), Arch::Qwen3, 3).unwrap();
     let mut req = request(&dir.join("model"));
     req.objective = rlclaw_trainer::ObjectiveVariant::PeerMisPo;
@@ -287,7 +295,8 @@ fn the_peer_objective_trains_without_hints_and_with_z_scored_advantages() {
 #[test]
 fn the_anchor_holds_a_run_on_disliked_replies_nearer_the_base() {
     use rlclaw_trainer::Decoder;
-    let dir = tempdir("anchor");
+    let tmp = tempdir("anchor");
+    let dir = tmp.path();
     write_tiny_model(&dir.join("model"), Arch::Llama, 4).unwrap();
     let model = LoadedModel::load(&ModelSource::from_path(dir.join("model")).unwrap()).unwrap();
     let samples: Vec<Sample> = (0..6)
