@@ -89,6 +89,14 @@ impl Anchor {
         self.weights = weights_leaving_free(&self.entropy, share);
     }
 
+    /// Holds only the positions where `at` is true and leaves every other one free: a hint
+    /// teacher's distribution counts only where the hint moved the reply.
+    pub fn hold_only(&mut self, at: &[bool]) {
+        self.weights = (0..self.positions())
+            .map(|i| if at.get(i) == Some(&true) { 1.0 } else { 0.0 })
+            .collect();
+    }
+
     /// KL(anchor ‖ θ) per position for rows `rows` of the anchor, each times its weight, from
     /// θ's logits for the same positions (rows × vocabulary), differentiable through `logits`.
     pub fn kl(&self, logits: &Tensor, rows: std::ops::Range<usize>) -> candle_core::Result<Tensor> {
@@ -214,6 +222,18 @@ mod tests {
         assert!(weights_leaving_free(&h, 0.0).iter().all(|&x| x == 1.0));
         assert!(weights_leaving_free(&h, f64::NAN).iter().all(|&x| x == 1.0));
         assert!(weights_leaving_free(&[], 0.5).is_empty());
+    }
+
+    #[test]
+    fn holding_only_some_positions_leaves_the_rest_free() {
+        let mut a = Anchor::new(2);
+        a.push_rows(&[log_softmax(&[1.0, 0.0, -1.0]); 3]);
+        a.hold_only(&[false, true]);
+        assert_eq!(
+            a.weights,
+            [0.0, 1.0, 0.0],
+            "a mask too short leaves the rest free"
+        );
     }
 
     #[test]

@@ -412,20 +412,50 @@ impl<'m> Decoder<'m> {
         lora: &LoraSet,
         anchor: &Anchor,
     ) -> Result<(Tensor, Tensor)> {
-        if anchor.positions() != ids.len().saturating_sub(start) {
+        let (lp, mut kls) = self.response_logprobs_anchored_to(ids, start, lora, &[anchor])?;
+        let kl = kls
+            .pop()
+            .ok_or_else(|| TrainerError::Request("no anchor".into()))?;
+        Ok((lp, kl))
+    }
+
+    /// [`Self::response_logprobs_anchored`] against several anchors at once (the base's and a
+    /// hint teacher's): one KL tensor per anchor, all from the same logits.
+    pub fn response_logprobs_anchored_to(
+        &self,
+        ids: &[u32],
+        start: usize,
+        lora: &LoraSet,
+        anchors: &[&Anchor],
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let n = ids.len().saturating_sub(start);
+        if let Some(a) = anchors.iter().find(|a| a.positions() != n) {
             return Err(TrainerError::Request(format!(
-                "the anchor covers {} positions, the response has {}",
-                anchor.positions(),
-                ids.len().saturating_sub(start)
+                "the anchor covers {} positions, the response has {n}",
+                a.positions(),
             )));
         }
         let parts = self.response_blocks(ids, start, Some(lora), true, |rows, logits| {
             let lp = token_logprobs(logits, &ids[start + rows.start..start + rows.end])?;
-            Ok((lp, anchor.kl(logits, rows)?))
+            let kls = anchors
+                .iter()
+                .map(|a| a.kl(logits, rows.clone()))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Ok((lp, kls))
         })?;
-        let (lp, kl): (Vec<Tensor>, Vec<Tensor>) = parts.into_iter().unzip();
-        let cat = |t: Vec<Tensor>| Tensor::cat(&t, 0).ctx("decoder forward");
-        Ok((cat(lp)?, cat(kl)?))
+        let mut lps = Vec::with_capacity(parts.len());
+        let mut kls: Vec<Vec<Tensor>> = vec![Vec::with_capacity(parts.len()); anchors.len()];
+        for (lp, ks) in parts {
+            lps.push(lp);
+            for (slot, k) in kls.iter_mut().zip(ks) {
+                slot.push(k);
+            }
+        }
+        let cat = |t: &[Tensor]| Tensor::cat(t, 0).ctx("decoder forward");
+        Ok((
+            cat(&lps)?,
+            kls.iter().map(|k| cat(k)).collect::<Result<_>>()?,
+        ))
     }
 
     /// The `k` likeliest next tokens and the mass of the rest at each position of `ids[start..]`

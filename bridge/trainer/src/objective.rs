@@ -15,7 +15,10 @@
 //!   `ℓ_beh` is that model without it: the difference is exactly what the hint changes. The
 //!   term acts only on tokens whose difference is at least `opd_min_shift` (half a nat): a hint
 //!   moves a few tokens a lot and the rest a little, and distilling the little shifts too
-//!   moved the whole reply away from the base ([`hint_terms`]).
+//!   moved the whole reply away from the base ([`hint_terms`]). At those same positions the
+//!   teacher's whole next-token distribution is distilled too,
+//!   `distill = mean_t m_t KL_t(teacher ‖ θ)` ([`hint_positions`]): the sampled token only
+//!   says that the word there was worse, the distribution says which word the hint wanted.
 //! * per-token ratio `ρ_t = exp(ℓ_θ,t − ℓ_beh,t)` against the behaviour policy, PPO-style
 //!   surrogate `actor = −mean_t min(ρ_t A_t, clip(ρ_t, 0.5, 2.0) A_t)`.
 //! * drift filter on the geometric-mean ratio against the frozen base,
@@ -30,8 +33,8 @@
 //!   vocabulary, which is how these policies degenerate. The positions where the base's
 //!   entropy is highest (the `anchor_free_share` of each reply, where it was decided) are left
 //!   free; the anchor holds the rest ([`crate::anchor::Anchor::leave_free`]).
-//! * sample loss `L = s · actor + β · kl + β_anchor · anchor`; a step averages L over its
-//!   samples.
+//! * sample loss `L = s · actor + β · kl + β_anchor · anchor + λ · distill`; a step averages
+//!   L over its samples.
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -103,6 +106,18 @@ pub fn hint_terms(teacher: &[f32], student: &[f32], p: &ObjectiveParams) -> Vec<
                 p.opd_weight * shift.clamp(-p.opd_clip, p.opd_clip)
             }
         })
+        .collect()
+}
+
+/// The positions [`hint_terms`] acts on: where the hint moved the sampled token's log-prob by
+/// at least `min_shift` nats. There the teacher's whole next-token distribution is distilled
+/// too (`opd_dist_weight`): the sampled-token term can only say that the token there was
+/// worse, not which one the hint wanted instead.
+pub fn hint_positions(teacher: &[f32], student: &[f32], p: &ObjectiveParams) -> Vec<bool> {
+    teacher
+        .iter()
+        .zip(student)
+        .map(|(&lt, &ls)| (lt as f64 - ls as f64).abs() >= p.opd_min_shift)
         .collect()
 }
 
@@ -199,6 +214,10 @@ pub struct ObjectiveParams {
     /// Smallest teacher-student difference (nats) the hint term acts on; see [`hint_terms`].
     #[serde(default = "default_opd_min_shift")]
     pub opd_min_shift: f64,
+    /// λ: weight of `mean_t m_t KL_t(teacher ‖ θ)`, the hint teacher's whole next-token
+    /// distribution at the positions the hint moves ([`hint_positions`]); 0 turns it off.
+    #[serde(default)]
+    pub opd_dist_weight: f64,
     pub ema_decay: f64,
     /// β_anchor: weight of the whole-distribution KL from the base (0 turns it off).
     #[serde(default = "default_anchor_beta")]
@@ -235,6 +254,7 @@ impl Default for ObjectiveParams {
             opd_clip: 1.0,
             opd_weight: 1.0,
             opd_min_shift: 0.5,
+            opd_dist_weight: 1.0,
             ema_decay: Baseline::DECAY,
             anchor_beta: 0.1,
             anchor_top_k: 32,
@@ -384,6 +404,16 @@ mod tests {
         // diffs 1.0, -4.0 -> -1.0 (clipped), 0.5
         assert_eq!(a, vec![0.5, -1.5, 0.0]);
         assert_eq!(token_advantages(0.3, None, &[0.0, 0.0], &p), vec![0.3, 0.3]);
+    }
+
+    #[test]
+    fn the_hint_positions_are_where_the_hint_term_acts() {
+        let p = ObjectiveParams::default();
+        let (t, s) = ([-0.1f32, -3.0, -1.0, -0.2], [-2.0f32, -0.5, -1.2, -0.2]);
+        let at = hint_positions(&t, &s, &p);
+        assert_eq!(at, [true, true, false, false]);
+        let terms = hint_terms(&t, &s, &p);
+        assert!(at.iter().zip(&terms).all(|(&m, &x)| m == (x != 0.0)));
     }
 
     #[test]

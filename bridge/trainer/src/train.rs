@@ -9,13 +9,16 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::LoraWeights;
+use crate::anchor::Anchor;
 use crate::decoder::{Decoder, in_pool};
 use crate::device::DeviceChoice;
 use crate::error::{Result, TensorContext, TrainerError};
 use crate::hint::usable_hint;
 use crate::lora::{LoraSet, SplitMix64};
 use crate::model::{ChatMessage, LoadedModel, ModelSource};
-use crate::objective::{Baseline, advantages, anchor_loss, sample_loss, token_advantages};
+use crate::objective::{
+    Baseline, advantages, anchor_loss, hint_positions, sample_loss, token_advantages,
+};
 use crate::optim::AdamW;
 use crate::peer::{self, ObjectiveVariant, PeerParams};
 use crate::preset::{HyperParams, ModelProfile, Preset};
@@ -117,6 +120,10 @@ pub struct TrainMetrics {
     /// Share of the hinted replies' tokens the hint term acted on (0 without hints).
     #[serde(default)]
     pub hint_token_share: f64,
+    /// Mean over hinted samples' passes of `mean_t m_t KL_t(teacher ‖ θ)`, the teacher's whole
+    /// distribution at the positions the hint moves (0 without hints or with the term off).
+    #[serde(default)]
+    pub mean_teacher_kl: f64,
     pub seconds: f64,
     pub tokens_per_sec: f64,
 }
@@ -312,6 +319,7 @@ pub fn train_with_model(
     let mut lp_beh = Vec::with_capacity(enc.len());
     let mut tok_adv = Vec::with_capacity(enc.len());
     let mut anchors = Vec::with_capacity(enc.len());
+    let mut teacher_anchors: Vec<Option<Anchor>> = Vec::with_capacity(enc.len());
     // (tokens the hint term acted on, tokens of hinted replies)
     let mut hint_tokens = (0usize, 0usize);
     for (e, a) in enc.iter().zip(&adv) {
@@ -329,15 +337,29 @@ pub fn train_with_model(
             Some(l) => values(&dec.response_logprobs(&e.ids, e.start, Some(l), false)?)?,
             None => r.clone(),
         };
-        // The teacher is the student (base + behaviour adapter) with the hint in its context.
+        // The teacher is the student (base + behaviour adapter) with the hint in its context;
+        // with `opd_dist_weight` its whole distribution is kept where the hint moves the reply.
         let teacher = match &e.teacher {
-            Some((ids, start)) => Some(values(&dec.response_logprobs(
-                ids,
-                *start,
-                behaviour.as_ref(),
-                false,
-            )?)?),
-            None => None,
+            Some((ids, start)) if obj.opd_dist_weight > 0.0 => {
+                let (mut anchor, t) =
+                    dec.response_anchor(ids, *start, behaviour.as_ref(), obj.anchor_top_k)?;
+                anchor.hold_only(&hint_positions(&t, &b, &obj));
+                teacher_anchors.push(Some(anchor));
+                Some(t)
+            }
+            Some((ids, start)) => {
+                teacher_anchors.push(None);
+                Some(values(&dec.response_logprobs(
+                    ids,
+                    *start,
+                    behaviour.as_ref(),
+                    false,
+                )?)?)
+            }
+            None => {
+                teacher_anchors.push(None);
+                None
+            }
         };
         let t_adv = token_advantages(*a, teacher.as_deref(), &b, &obj);
         if teacher.is_some() {
@@ -382,6 +404,7 @@ pub fn train_with_model(
     let (mut tokens, mut evals, mut filtered) = (0usize, 0usize, 0usize);
     let (mut sum_loss, mut sum_kl, mut sum_scale, mut sum_clip) = (0.0, 0.0, 0.0, 0.0);
     let mut sum_anchor = 0.0;
+    let (mut sum_teacher_kl, mut teacher_evals) = (0.0, 0usize);
     let (mut first_loss, mut final_loss, mut final_kl, mut last_norm) = (f64::NAN, 0.0, 0.0, 0.0);
     for step in 0..total_steps {
         let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
@@ -390,17 +413,17 @@ pub fn train_with_model(
             check_cancel()?;
             let i = next_sample();
             let e = &enc[i];
-            let (lp_new, anchor_kl) = match anchors.get(i) {
-                Some(anchor) => {
-                    let (lp, kl) =
-                        dec.response_logprobs_anchored(&e.ids, e.start, &lora, anchor)?;
-                    (lp, Some(kl))
-                }
-                None => (
-                    dec.response_logprobs(&e.ids, e.start, Some(&lora), true)?,
-                    None,
-                ),
+            let base_anchor = anchors.get(i);
+            let teacher_anchor = teacher_anchors.get(i).and_then(Option::as_ref);
+            let held: Vec<&Anchor> = base_anchor.into_iter().chain(teacher_anchor).collect();
+            let (lp_new, mut kls) = if held.is_empty() {
+                let lp = dec.response_logprobs(&e.ids, e.start, Some(&lora), true)?;
+                (lp, Vec::new())
+            } else {
+                dec.response_logprobs_anchored_to(&e.ids, e.start, &lora, &held)?
             };
+            let teacher_kl = teacher_anchor.and_then(|_| kls.pop());
+            let anchor_kl = base_anchor.and_then(|_| kls.pop());
             let mut s = if is_peer {
                 peer::sample_loss(
                     &peer_params,
@@ -420,6 +443,13 @@ pub fn train_with_model(
                 s.loss = (s.loss + term).ctx("sample loss")?;
                 loss_val += obj.anchor_beta * mean;
                 sum_anchor += mean;
+            }
+            if let Some(kl) = teacher_kl {
+                let (term, mean) = anchor_loss(&kl, obj.opd_dist_weight)?;
+                s.loss = (s.loss + term).ctx("sample loss")?;
+                loss_val += obj.opd_dist_weight * mean;
+                sum_teacher_kl += mean;
+                teacher_evals += 1;
             }
             if !loss_val.is_finite() {
                 return Err(TrainerError::NonFinite(format!(
@@ -499,6 +529,7 @@ pub fn train_with_model(
         last_grad_norm: last_norm,
         hint_samples: enc.iter().filter(|e| e.teacher.is_some()).count(),
         hint_token_share: hint_tokens.0 as f64 / hint_tokens.1.max(1) as f64,
+        mean_teacher_kl: sum_teacher_kl / teacher_evals.max(1) as f64,
         seconds: secs,
         tokens_per_sec: tokens as f64 / secs.max(1e-9),
     };

@@ -290,6 +290,66 @@ fn the_peer_objective_trains_without_hints_and_with_z_scored_advantages() {
     assert_eq!(report.baseline.count, 13);
 }
 
+/// The sampled-token hint term can only say the token there was worse; the teacher's whole
+/// distribution at the positions the hint moved says which token it wanted instead.
+#[test]
+fn the_hint_teachers_whole_distribution_pulls_the_student_toward_it_where_the_hint_moved() {
+    use rlclaw_trainer::Decoder;
+    use rlclaw_trainer::objective::hint_positions;
+    let tmp = tempdir("distill-dist");
+    let dir = tmp.path();
+    write_tiny_model(&dir.join("model"), Arch::Llama, 9).unwrap();
+    let model = LoadedModel::load(&ModelSource::from_path(dir.join("model")).unwrap()).unwrap();
+    // Reward 0 against a zero baseline: only the hint's terms act.
+    let s = Sample {
+        response: "answer q, which is long and goes on and on".into(),
+        ..sample("q", 0.0, Some("start with Sure and keep it short"))
+    };
+    let e = encode_sample(&model, &s, 1024).unwrap();
+    let (tids, tstart) = e.teacher.clone().unwrap();
+    let dec = Decoder::new(&model.config, &model.weights);
+    // The teacher's whole distribution at every position, to measure against.
+    let (teacher, teacher_lp) = dec
+        .response_anchor(&tids, tstart, None, model.config.vocab_size)
+        .unwrap();
+    let student_lp = dec
+        .response_logprobs(&e.ids, e.start, None, false)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let run = |weight: f64| -> (f64, f64) {
+        let mut req = TrainRequest::new(model.source.clone(), vec![s.clone()]);
+        let mut h = small_hyper(1, 4, 3e-3);
+        h.objective.kl_beta = 0.0;
+        h.objective.opd_dist_weight = weight;
+        req.hyper = Some(h.clone());
+        let report = train_with_model(&model, &req, &mut |_| {}, &AtomicBool::new(false)).unwrap();
+        let lora = rlclaw_trainer::eval::lora_for(&model, &report.adapter).unwrap();
+        let (_, kl) = dec
+            .response_logprobs_anchored(&e.ids, e.start, &lora, &teacher)
+            .unwrap();
+        let kl = kl.to_vec1::<f32>().unwrap();
+        let moved = hint_positions(&teacher_lp, &student_lp, &h.objective);
+        assert!(moved.iter().any(|&m| m), "the tiny teacher moved no token");
+        let at_moved: f64 = kl
+            .iter()
+            .zip(&moved)
+            .filter(|(_, m)| **m)
+            .map(|(k, _)| *k as f64)
+            .sum();
+        (at_moved, report.metrics.mean_teacher_kl)
+    };
+    let (tokens_only, off_reported) = run(0.0);
+    let (whole, on_reported) = run(1.0);
+    assert_eq!(off_reported, 0.0, "the term is off at weight 0");
+    assert!(on_reported > 0.0);
+    assert!(
+        whole < tokens_only,
+        "KL(teacher ‖ student) where the hint moved: {whole} with the whole distribution, \
+         {tokens_only} with the sampled tokens alone"
+    );
+}
+
 /// Disliked replies alone push a policy off them and onto everything else; the anchor on the
 /// whole next-token distribution holds it nearer the base.
 #[test]
