@@ -227,7 +227,7 @@ mod tests {
     #[test]
     fn holding_only_some_positions_leaves_the_rest_free() {
         let mut a = Anchor::new(2);
-        a.push_rows(&[log_softmax(&[1.0, 0.0, -1.0]); 3]);
+        a.push_rows(&vec![log_softmax(&[1.0, 0.0, -1.0]); 3]);
         a.hold_only(&[false, true]);
         assert_eq!(
             a.weights,
