@@ -219,25 +219,31 @@ fn samples_are_rendered_with_the_chat_template_and_hints_reach_only_the_teacher(
     assert_eq!(&short.ids[short.start..], &e.ids[e.start..]);
 }
 
-#[test]
-fn the_hint_term_moves_the_students_token_logprobs_toward_the_teachers() {
-    use rlclaw_trainer::Decoder;
-    let tmp = tempdir("distill");
-    let dir = tmp.path();
-    write_tiny_model(&dir.join("model"), Arch::Llama, 9).unwrap();
-    let model = LoadedModel::load(&ModelSource::from_path(dir.join("model")).unwrap()).unwrap();
-    // Reward 0 against a zero baseline: the advantage is 0, so only the hint term acts.
+/// A tiny model on disk and one reply with a hint, rated 0: against a zero baseline the
+/// advantage is 0, so only the hint's terms act on it.
+fn hinted_reply_on_a_tiny_model(name: &str) -> (tempfile::TempDir, LoadedModel, Sample) {
+    let tmp = tempdir(name);
+    write_tiny_model(&tmp.path().join("model"), Arch::Llama, 9).unwrap();
+    let source = ModelSource::from_path(tmp.path().join("model")).unwrap();
+    let model = LoadedModel::load(&source).unwrap();
     let s = Sample {
         response: "answer q, which is long and goes on and on".into(),
         ..sample("q", 0.0, Some("start with Sure and keep it short"))
     };
+    (tmp, model, s)
+}
+
+#[test]
+fn the_hint_term_moves_the_students_token_logprobs_toward_the_teachers() {
+    use rlclaw_trainer::Decoder;
+    let (_tmp, model, s) = hinted_reply_on_a_tiny_model("distill");
     let e = encode_sample(&model, &s, 1024).unwrap();
     let (tids, tstart) = e.teacher.clone().unwrap();
     let dec = Decoder::new(&model.config, &model.weights);
     let vals = |t: candle_core::Tensor| t.to_vec1::<f32>().unwrap();
     let teacher = vals(dec.response_logprobs(&tids, tstart, None, false).unwrap());
     let before = vals(dec.response_logprobs(&e.ids, e.start, None, false).unwrap());
-    let mut req = TrainRequest::new(ModelSource::from_path(dir.join("model")).unwrap(), vec![s]);
+    let mut req = TrainRequest::new(model.source.clone(), vec![s]);
     let mut h = small_hyper(1, 4, 3e-3);
     h.objective.kl_beta = 0.0;
     req.hyper = Some(h.clone());
@@ -296,15 +302,7 @@ fn the_peer_objective_trains_without_hints_and_with_z_scored_advantages() {
 fn the_hint_teachers_whole_distribution_pulls_the_student_toward_it_where_the_hint_moved() {
     use rlclaw_trainer::Decoder;
     use rlclaw_trainer::objective::hint_positions;
-    let tmp = tempdir("distill-dist");
-    let dir = tmp.path();
-    write_tiny_model(&dir.join("model"), Arch::Llama, 9).unwrap();
-    let model = LoadedModel::load(&ModelSource::from_path(dir.join("model")).unwrap()).unwrap();
-    // Reward 0 against a zero baseline: only the hint's terms act.
-    let s = Sample {
-        response: "answer q, which is long and goes on and on".into(),
-        ..sample("q", 0.0, Some("start with Sure and keep it short"))
-    };
+    let (_tmp, model, s) = hinted_reply_on_a_tiny_model("distill-dist");
     let e = encode_sample(&model, &s, 1024).unwrap();
     let (tids, tstart) = e.teacher.clone().unwrap();
     let dec = Decoder::new(&model.config, &model.weights);
