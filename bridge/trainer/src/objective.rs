@@ -95,16 +95,12 @@ pub fn advantages(rewards: &[f64], baseline: Baseline, decay: f64) -> Result<(Ve
 /// hints arm's first run (KL 0.061) than four runs without hints did (0.037; BENCHMARKS.md,
 /// "Learning"). Below the threshold the term is exactly 0.
 pub fn hint_terms(teacher: &[f32], student: &[f32], p: &ObjectiveParams) -> Vec<f64> {
-    teacher
-        .iter()
-        .zip(student)
-        .map(|(&lt, &ls)| {
-            let shift = lt as f64 - ls as f64;
-            if shift.abs() < p.opd_min_shift {
-                0.0
-            } else {
-                p.opd_weight * shift.clamp(-p.opd_clip, p.opd_clip)
-            }
+    hint_positions(teacher, student, p)
+        .into_iter()
+        .zip(teacher.iter().zip(student))
+        .map(|(moved, (&lt, &ls))| {
+            let shift = (lt as f64 - ls as f64).clamp(-p.opd_clip, p.opd_clip);
+            if moved { p.opd_weight * shift } else { 0.0 }
         })
         .collect()
 }
@@ -216,6 +212,7 @@ pub struct ObjectiveParams {
     pub opd_min_shift: f64,
     /// λ: weight of `mean_t m_t KL_t(teacher ‖ θ)`, the hint teacher's whole next-token
     /// distribution at the positions the hint moves ([`hint_positions`]); 0 turns it off.
+    /// Read as 0 from a version's metadata written before it existed: it was trained without.
     #[serde(default)]
     pub opd_dist_weight: f64,
     pub ema_decay: f64,

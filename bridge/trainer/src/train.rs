@@ -339,28 +339,20 @@ pub fn train_with_model(
         };
         // The teacher is the student (base + behaviour adapter) with the hint in its context;
         // with `opd_dist_weight` its whole distribution is kept where the hint moves the reply.
-        let teacher = match &e.teacher {
+        let (teacher, teacher_anchor) = match &e.teacher {
             Some((ids, start)) if obj.opd_dist_weight > 0.0 => {
                 let (mut anchor, t) =
                     dec.response_anchor(ids, *start, behaviour.as_ref(), obj.anchor_top_k)?;
                 anchor.hold_only(&hint_positions(&t, &b, &obj));
-                teacher_anchors.push(Some(anchor));
-                Some(t)
+                (Some(t), Some(anchor))
             }
             Some((ids, start)) => {
-                teacher_anchors.push(None);
-                Some(values(&dec.response_logprobs(
-                    ids,
-                    *start,
-                    behaviour.as_ref(),
-                    false,
-                )?)?)
+                let t = dec.response_logprobs(ids, *start, behaviour.as_ref(), false)?;
+                (Some(values(&t)?), None)
             }
-            None => {
-                teacher_anchors.push(None);
-                None
-            }
+            None => (None, None),
         };
+        teacher_anchors.push(teacher_anchor);
         let t_adv = token_advantages(*a, teacher.as_deref(), &b, &obj);
         if teacher.is_some() {
             // The hint term is exactly 0 where it does not act.
