@@ -142,6 +142,98 @@ fn a_learning_rate_out_of_range_or_an_unknown_preset_is_refused_before_anything_
     assert!(!out.exists());
 }
 
+/// The turns in an arm's store, in capture order.
+fn stored_turn_ids(arm_dir: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(arm_dir.join("rlclaw.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT turn_id FROM turns ORDER BY seq")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn a_stopped_learning_run_resumes_where_it_stopped_and_finishes_its_cut_off_round() {
+    let model = rlclaw_tests::model::smollm2();
+    let out = std::env::temp_dir().join(format!("rlclaw-bench-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let arm_dir = out.join("under-20-binary");
+    let bench = |rounds: &str, extra: &[&str]| {
+        let run = Command::new(rlclaw_bin())
+            .args(["bench", "learn", "--json", "--out"])
+            .arg(&out)
+            .arg("--model")
+            .arg(&model)
+            .args(["--preset-rater", "under:20", "--arms", "binary"])
+            .args(&TINY[2..])
+            .args(["--rounds", rounds, "--samples", "1", "--max-tokens", "12"])
+            .args(["--seed", "3"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr).into_owned();
+        let report = serde_json::from_slice::<serde_json::Value>(&run.stdout).ok();
+        (run.status.success(), report, err)
+    };
+    let points_of = |report: &serde_json::Value| report["results"][0]["points"].clone();
+
+    let (ok, first, err) = bench("1", &[]);
+    assert!(ok, "{err}");
+    let first = points_of(&first.unwrap());
+    let given = first[1]["ratings"].as_u64().unwrap() as usize;
+    assert!(
+        arm_dir.join("base.json").exists(),
+        "the base's replies are kept"
+    );
+    // Stopped after round 1's ratings and training but before its figures were written: the
+    // resumed run finishes round 1 with the ratings already given, then runs round 2.
+    std::fs::write(
+        arm_dir.join("points.json"),
+        serde_json::to_string(&[&first[0]]).unwrap(),
+    )
+    .unwrap();
+    let (ok, resumed, err) = bench("2", &["--resume"]);
+    assert!(ok, "{err}");
+    let resumed = points_of(&resumed.unwrap());
+    let resumed = resumed.as_array().unwrap();
+    assert_eq!(resumed.len(), 3, "the base and two rounds: {resumed:?}");
+    assert_eq!(resumed[0], first[0], "the base is not read again");
+    assert_eq!(resumed[1]["ratings"], given, "round 1 took no new ratings");
+    assert_eq!(resumed[1]["runs"], 1, "round 1's run is not repeated");
+    assert_eq!(resumed[2]["runs"], 2);
+    let total = resumed[2]["ratings"].as_u64().unwrap() as usize;
+    assert!(
+        total >= given + 4,
+        "round 2 rated its own turns: {resumed:?}"
+    );
+    // The turns go on where they stopped: one of each id, in order.
+    let ids = stored_turn_ids(&arm_dir);
+    let expected: Vec<String> = (0..total).map(|n| format!("binary-{n}")).collect();
+    assert_eq!(ids, expected);
+    let settings = std::fs::read_to_string(arm_dir.join("settings.json")).unwrap();
+    assert!(settings.contains("\"rounds\": 2"), "{settings}");
+
+    // Nothing left to run: the figures come back as they are, and no daemon starts.
+    let (ok, again, err) = bench("2", &["--resume"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("all 2 rounds are done already"), "{err}");
+    assert_eq!(points_of(&again.unwrap()).as_array().unwrap(), resumed);
+
+    // Other settings than the arm ran with are refused, and change nothing.
+    let before = std::fs::read(arm_dir.join("points.json")).unwrap();
+    let (ok, _, err) = bench("3", &["--resume", "--temperature", "0.5"]);
+    assert!(!ok, "a resume with another temperature was taken");
+    assert!(
+        err.contains("ran with other settings") && err.contains("temperature 0.8 → 0.5"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(arm_dir.join("points.json")).unwrap(), before);
+    assert_eq!(stored_turn_ids(&arm_dir).len(), total);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// The processes whose parent is `pid`, from /proc.
 #[cfg(target_os = "linux")]
 fn children_of(pid: u32) -> Vec<u32> {

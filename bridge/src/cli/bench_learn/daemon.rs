@@ -70,20 +70,19 @@ impl Daemon {
                 .with_context(|| format!("cannot clear {}", dir.display()))?;
         }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        // The benchmark keeps the machine busy, so auto-training must not wait for idleness.
-        let mut config = format!(
-            "[training]\nauto_after = {}\npreset = \"{}\"\nmodel = {}\nobjective = \"{}\"\nwait_for_idle = false\n",
-            arm.auto_after,
-            arm.preset,
-            toml_string(&arm.model.display().to_string()),
-            arm.objective
-        );
-        if let Some(lr) = arm.learning_rate {
-            config.push_str(&format!("learning_rate = {lr:e}\n"));
-        }
-        std::fs::write(dir.join(crate::datadir::CONFIG_FILE), config)?;
+        write_config(dir, arm)?;
+        Daemon::restart(dir).await
+    }
+
+    /// Starts `rlclaw serve` on a data folder as it is (for a fresh arm, or the folder an
+    /// earlier run left) and waits for both ports.
+    pub async fn restart(dir: &Path) -> Result<Daemon> {
         let (bridge, endpoint) = (free_port()?, free_port()?);
-        let log = std::fs::File::create(dir.join("serve.log"))?;
+        // Appended: a resumed arm keeps the log of the run it continues.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("serve.log"))?;
         let mut cmd = Command::new(std::env::current_exe().context("cannot find rlclaw itself")?);
         cmd.args(["serve", "--listen", &bridge.to_string()])
             .args(["--model-endpoint", &endpoint.to_string()])
@@ -194,6 +193,23 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The arm's `config.toml`.
+fn write_config(dir: &Path, arm: &ArmConfig<'_>) -> Result<()> {
+    // The benchmark keeps the machine busy, so auto-training must not wait for idleness.
+    let mut config = format!(
+        "[training]\nauto_after = {}\npreset = \"{}\"\nmodel = {}\nobjective = \"{}\"\nwait_for_idle = false\n",
+        arm.auto_after,
+        arm.preset,
+        toml_string(&arm.model.display().to_string()),
+        arm.objective
+    );
+    if let Some(lr) = arm.learning_rate {
+        config.push_str(&format!("learning_rate = {lr:e}\n"));
+    }
+    std::fs::write(dir.join(crate::datadir::CONFIG_FILE), config)?;
+    Ok(())
 }
 
 fn toml_string(s: &str) -> String {

@@ -14,6 +14,7 @@ mod measure;
 mod plot;
 mod prompts;
 mod raters;
+mod resume;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -111,8 +112,14 @@ pub struct Args {
     preset: Preset,
     /// Run nothing: report and plot from the points.json each arm wrote under --out (arms run
     /// as separate processes, or a run that stopped part way).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     from_points: bool,
+    /// Continue each arm from where an earlier run under --out stopped (its data folder,
+    /// points.json and base.json) up to --rounds, instead of starting it over; a round cut off
+    /// part way is finished. The other flags must be those it ran with. Arms with nothing
+    /// saved start afresh.
+    #[arg(long)]
+    resume: bool,
 }
 
 /// The default rater: SmolLM2-135M-Instruct begins about one reply in six with "To" (measured
@@ -365,7 +372,7 @@ fn saved_arm(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).context(format!("cannot read {}", dir.display())),
     };
-    let path = dir.join("points.json");
+    let path = dir.join(resume::POINTS_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "cannot read {} (run the arm first, with the same --out)",
@@ -404,7 +411,29 @@ async fn run_arm(
     base: &mut Option<Base>,
 ) -> Result<ArmResult> {
     let sizes = &settings.sizes;
-    let t0 = Instant::now();
+    let dir = arm_dir(out, rater, arm);
+    let stopped = match args.resume {
+        true => resume::load(&dir, settings)?,
+        false => None,
+    };
+    if let Some(s) = stopped.as_ref()
+        && s.rounds_done() >= sizes.rounds
+    {
+        eprintln!(
+            "{rater} / {}: all {} rounds are done already ({})",
+            arm.name(),
+            s.rounds_done(),
+            dir.display()
+        );
+        return Ok(summarise(rater, arm, s.points.clone()));
+    }
+    // Seconds count from the arm's start, across resumes.
+    let t0 = match stopped.as_ref().and_then(|s| s.points.last()) {
+        Some(p) => Instant::now()
+            .checked_sub(Duration::from_secs_f64(p.seconds))
+            .unwrap_or_else(Instant::now),
+        None => Instant::now(),
+    };
     let bar = ProgressBar::new(sizes.rounds as u64);
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:20}] round {pos}/{len} {msg} ({elapsed})")
@@ -412,23 +441,24 @@ async fn run_arm(
     );
     bar.set_prefix(format!("{rater} / {}", arm.name()));
     bar.enable_steady_tick(Duration::from_secs(1));
-    let dir = arm_dir(out, rater, arm);
     bar.set_message("starting the daemon and loading the model");
-    let mut d = Daemon::start(
-        &dir,
-        &ArmConfig {
-            model,
-            auto_after: sizes.round_size,
-            objective: arm.objective(),
-            learning_rate: settings.learning_rate,
-            preset: settings.preset,
-        },
-    )
-    .await?;
-    std::fs::write(
-        dir.join(SETTINGS_FILE),
-        serde_json::to_string_pretty(settings)?,
-    )?;
+    let mut d = match stopped {
+        Some(_) => Daemon::restart(&dir).await?,
+        None => {
+            Daemon::start(
+                &dir,
+                &ArmConfig {
+                    model,
+                    auto_after: sizes.round_size,
+                    objective: arm.objective(),
+                    learning_rate: settings.learning_rate,
+                    preset: settings.preset,
+                },
+            )
+            .await?
+        }
+    };
+    write_json(&dir.join(SETTINGS_FILE), settings)?;
     let mut client = d.client().await?;
     let held: Vec<&String> = prompts
         .held_out
@@ -436,42 +466,83 @@ async fn run_arm(
         .take(sizes.heldout_prompts)
         .collect();
 
-    // The base is the same model in every arm: it is read once per rater.
-    let first = match base.clone() {
-        Some((judged, point)) => {
-            scorer.set_reference(&judged);
-            point
+    let mut points = match stopped.as_ref() {
+        Some(s) => {
+            scorer.set_reference(&s.base);
+            *base = Some((s.base.clone(), s.points[0].clone()));
+            s.points.clone()
         }
         None => {
-            bar.set_message("reading the base");
-            let t = Instant::now();
-            let judged = held_out_replies(&d, &held, rater, sizes, args.concurrency).await?;
-            let phases = Phases {
-                held_out: t.elapsed().as_secs_f64(),
-                ..Phases::default()
+            // The base is the same model in every arm: it is read once per rater.
+            let (judged, first) = match base.clone() {
+                Some(b) => b,
+                None => {
+                    bar.set_message("reading the base");
+                    let t = Instant::now();
+                    let judged =
+                        held_out_replies(&d, &held, rater, sizes, args.concurrency).await?;
+                    let phases = Phases {
+                        held_out: t.elapsed().as_secs_f64(),
+                        ..Phases::default()
+                    };
+                    scorer.set_reference(&judged);
+                    let point = read_point(scorer, &d.dir, &judged, None, t0, phases)?;
+                    *base = Some((judged.clone(), point.clone()));
+                    (judged, point)
+                }
             };
             scorer.set_reference(&judged);
-            let point = read_point(scorer, &d.dir, &judged, None, t0, phases)?;
-            *base = Some((judged, point.clone()));
-            point
+            // Kept so that a stopped run can resume with the same reference.
+            write_json(&dir.join(resume::BASE_FILE), &judged)?;
+            write_json(&dir.join(resume::POINTS_FILE), &[&first])?;
+            vec![first]
         }
     };
-    let mut points = vec![first];
 
     let mut stream = PromptStream::new(prompts.train.len(), args.seed);
     let mut rng = SplitMix64::new(args.seed ^ 0x5A7E_5EED);
     let (mut given, mut turn) = (0usize, 0usize);
     let mut last_run = 0i64;
-    for round in 1..=sizes.rounds {
+    // Trainable turns already rated in a round that was cut off.
+    let mut carried = 0;
+    if let Some(s) = stopped.as_ref() {
+        // Replaying the stored turns brings the prompt order and the rater's random reasons to
+        // where they were; a rating that never reached the store is sent now.
+        bar.set_message("replaying the ratings given so far");
+        for t in &s.turns {
+            let id = turn_id(arm, turn);
+            let prompt = &prompts.train[stream.next_index()];
+            if t.id != id || t.prompt != *prompt {
+                bail!(
+                    "{}: turn {turn} is {} on {:?}, not {id} on {prompt:?}: the folder was \
+                     written with another seed or prompt set; start it afresh without --resume",
+                    dir.display(),
+                    t.id,
+                    t.prompt
+                );
+            }
+            let verdict = rater.rate(&t.reply, &mut rng);
+            if !t.rated {
+                rate(&mut client, arm, &t.id, &verdict).await?;
+            }
+            turn += 1;
+            given += 1;
+            carried += usize::from(given > s.ratings_done() && !is_held_out(&t.id));
+        }
+        last_run = s.last_run;
+    }
+    let first_round = stopped.as_ref().map_or(1, |s| s.rounds_done() + 1);
+    bar.set_position(first_round as u64 - 1);
+    for round in first_round..=sizes.rounds {
         bar.set_message(format!("rating ({given} so far)"));
         let mut phases = Phases::default();
         let t = Instant::now();
         // One round: enough trainable turns to reach the scheduler's threshold; held-out turns
         // (one in eight, by id) are rated too and only check new versions.
         let mut batch = Vec::new();
-        let mut trainable = 0;
+        let mut trainable = std::mem::take(&mut carried);
         while trainable < sizes.round_size {
-            let id = format!("{}-{turn}", arm.name());
+            let id = turn_id(arm, turn);
             turn += 1;
             trainable += usize::from(!is_held_out(&id));
             batch.push((id, prompts.train[stream.next_index()].clone()));
@@ -487,11 +558,6 @@ async fn run_arm(
         .await?;
         for ((id, prompt), reply) in batch.iter().zip(&replies) {
             let verdict = rater.rate(reply, &mut rng);
-            let reason = if arm == Arm::Hints {
-                verdict.reason.clone()
-            } else {
-                None
-            };
             let capture = serde_json::json!({
                 "turn_id": id, "session": "bench", "channel": "bench", "sender": "rater",
                 "message_ids": [id], "prompt": prompt, "response": reply,
@@ -500,15 +566,7 @@ async fn run_arm(
                 .send(Method::POST, "/v1/turns", Some(&capture))
                 .await?
                 .ok()?;
-            let rating = serde_json::json!({
-                "event_id": format!("rate-{id}"), "target": {"turn_id": id}, "rater": "rater",
-                "value": if verdict.good { 1.0 } else { -1.0 }, "source": "command",
-                "reason": reason,
-            });
-            client
-                .send(Method::POST, "/v1/ratings", Some(&rating))
-                .await?
-                .ok()?;
+            rate(&mut client, arm, id, &verdict).await?;
             given += 1;
         }
         phases.rating = t.elapsed().as_secs_f64();
@@ -534,10 +592,7 @@ async fn run_arm(
         bar.set_message(format!("rate {:.2}", p.rate));
         points.push(p);
         // A long run shows its figures as it goes, and keeps them if it stops early.
-        std::fs::write(
-            dir.join("points.json"),
-            serde_json::to_string_pretty(&points)?,
-        )?;
+        write_json(&dir.join(resume::POINTS_FILE), &points)?;
         bar.inc(1);
     }
     bar.finish_with_message(format!(
@@ -548,6 +603,39 @@ async fn run_arm(
     drop(client);
     drop(d);
     Ok(summarise(rater, arm, points))
+}
+
+fn turn_id(arm: Arm, n: usize) -> String {
+    format!("{}-{n}", arm.name())
+}
+
+/// The rater's verdict on a captured turn, over the signed protocol; only the hints arm passes
+/// the rater's reason on.
+async fn rate(
+    client: &mut crate::client::Client,
+    arm: Arm,
+    id: &str,
+    verdict: &raters::Verdict,
+) -> Result<()> {
+    let reason = match arm {
+        Arm::Hints => verdict.reason.clone(),
+        Arm::Binary | Arm::Peer => None,
+    };
+    let rating = serde_json::json!({
+        "event_id": format!("rate-{id}"), "target": {"turn_id": id}, "rater": "rater",
+        "value": if verdict.good { 1.0 } else { -1.0 }, "source": "command",
+        "reason": reason,
+    });
+    client
+        .send(Method::POST, "/v1/ratings", Some(&rating))
+        .await?
+        .ok()?;
+    Ok(())
+}
+
+fn write_json(path: &std::path::Path, value: &impl Serialize) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value)?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The rate, margin and perplexity of what serves; the caller fills in the round's counts.
