@@ -364,23 +364,14 @@ fn saved_arm(
     arm: Arm,
 ) -> Result<(ArmResult, Option<ArmSettings>)> {
     let dir = arm_dir(out, rater, arm);
-    let settings = match std::fs::read_to_string(dir.join(SETTINGS_FILE)) {
-        Ok(text) => Some(
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is malformed", dir.join(SETTINGS_FILE).display()))?,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).context(format!("cannot read {}", dir.display())),
-    };
+    let settings = read_saved(&dir.join(SETTINGS_FILE))?;
     let path = dir.join(resume::POINTS_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
+    let Some(points) = read_saved::<Vec<Point>>(&path)? else {
+        bail!(
             "cannot read {} (run the arm first, with the same --out)",
             path.display()
-        )
-    })?;
-    let points: Vec<Point> = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a bench learn points.json", path.display()))?;
+        );
+    };
     if points.is_empty() {
         bail!("{} holds no points", path.display());
     }
@@ -388,6 +379,17 @@ fn saved_arm(
 }
 
 const SETTINGS_FILE: &str = "settings.json";
+
+/// A JSON file an arm wrote; None when it is not there.
+fn read_saved<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<Option<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .with_context(|| format!("{} is malformed", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context(format!("cannot read {}", path.display())),
+    }
+}
 
 fn file_safe(s: &str) -> String {
     s.chars()
@@ -412,9 +414,10 @@ async fn run_arm(
 ) -> Result<ArmResult> {
     let sizes = &settings.sizes;
     let dir = arm_dir(out, rater, arm);
-    let stopped = match args.resume {
-        true => resume::load(&dir, settings)?,
-        false => None,
+    let stopped = if args.resume {
+        resume::load(&dir, settings)?
+    } else {
+        None
     };
     if let Some(s) = stopped.as_ref()
         && s.rounds_done() >= sizes.rounds

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use super::{ArmSettings, Point, SETTINGS_FILE};
+use super::{ArmSettings, Point, SETTINGS_FILE, read_saved};
 
 /// The base's held-out replies, judged; written when the base is read.
 pub const BASE_FILE: &str = "base.json";
@@ -48,18 +48,11 @@ impl Stopped {
 /// Reads an arm's folder; None when it holds no points yet (the arm starts afresh). It must
 /// have run with `settings`, the number of rounds aside.
 pub fn load(dir: &Path, settings: &ArmSettings) -> Result<Option<Stopped>> {
-    let points_path = dir.join(POINTS_FILE);
-    let text = match std::fs::read_to_string(&points_path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).context(format!("cannot read {}", points_path.display())),
+    let points: Vec<Point> = match read_saved(&dir.join(POINTS_FILE))? {
+        Some(p) if !Vec::is_empty(&p) => p,
+        _ => return Ok(None),
     };
-    let points: Vec<Point> = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a bench learn points.json", points_path.display()))?;
-    if points.is_empty() {
-        return Ok(None);
-    }
-    let saved: ArmSettings = read_json(&dir.join(SETTINGS_FILE), "the settings it ran with")?;
+    let saved: ArmSettings = required(&dir.join(SETTINGS_FILE), "the settings it ran with")?;
     let mut wanted = settings.clone();
     wanted.sizes.rounds = saved.sizes.rounds;
     if saved != wanted {
@@ -70,7 +63,7 @@ pub fn load(dir: &Path, settings: &ArmSettings) -> Result<Option<Stopped>> {
             differences(&saved, &wanted).join(", ")
         );
     }
-    let base = read_json(&dir.join(BASE_FILE), "the base's replies")?;
+    let base = required(&dir.join(BASE_FILE), "the base's replies")?;
     let db = dir.join(crate::datadir::DB_FILE);
     let conn = crate::store::open_ro(&db)
         .with_context(|| format!("cannot open the arm's store {}", db.display()))?;
@@ -115,14 +108,13 @@ pub fn load(dir: &Path, settings: &ArmSettings) -> Result<Option<Stopped>> {
     Ok(Some(stopped))
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| {
+fn required<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    read_saved(path)?.with_context(|| {
         format!(
-            "cannot resume: {} ({what}) is missing or unreadable; start the arm afresh",
+            "cannot resume: {} ({what}) is missing; start the arm afresh",
             path.display()
         )
-    })?;
-    serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))
+    })
 }
 
 /// The settings that differ, as "name saved → asked".
