@@ -184,7 +184,27 @@ pub fn describe(name: &str, report: &GateReport, compared_with: Option<&str>) ->
         ),
         _ => ", measured from the base model".into(),
     };
-    format!("{lead}{cmp}; {}.", drift_sentence(report))
+    let margin = match (compared_with, report.difference, report.noise) {
+        (Some(v), Some(diff), Some(noise)) => margin_sentence(v, diff, noise),
+        _ => String::new(),
+    };
+    format!("{lead}{cmp}{margin}; {}.", drift_sentence(report))
+}
+
+/// How the candidate's margin compares with the version it replaces. The gate decides on the
+/// margin, not on the count of turns, so a promoted version can lean the right way on fewer
+/// turns than the one before: this says why it still serves.
+fn margin_sentence(against: &str, difference: f64, noise: f64) -> String {
+    if difference >= 0.0 {
+        format!(
+            "; its log-probability margin between the replies you liked and the ones you did not is {difference:.3} per token above {against}'s"
+        )
+    } else {
+        format!(
+            "; its log-probability margin between the replies you liked and the ones you did not is {:.3} per token below {against}'s, within what chance explains (the figures vary by {noise:.3})",
+            difference.abs()
+        )
+    }
 }
 
 /// How a version came to serve (or not), with the gate's words.
@@ -275,4 +295,81 @@ pub fn force_promote(
         ),
         None => format!("{version} now serves."),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rlclaw_trainer::Verdict;
+    use rlclaw_trainer::eval::{AdapterFigures, DriftFigures, HeldOutFigures};
+
+    fn figures(leans: usize) -> AdapterFigures {
+        AdapterFigures {
+            held_out: Some(HeldOutFigures {
+                turns: 30,
+                good: 15,
+                bad: 15,
+                mean_logprob_good: Some(-2.0),
+                mean_logprob_bad: Some(-2.1),
+                margin: Some(0.1),
+                margin_vs_base: 0.05,
+                leans,
+            }),
+            drift: DriftFigures {
+                texts: 8,
+                tokens: 800,
+                mean_logprob_change: 0.06,
+                mean_abs_change: 0.1,
+                perplexity_change: -0.062,
+                kl: Some(0.066),
+            },
+        }
+    }
+
+    fn promoted(difference: f64) -> GateReport {
+        GateReport {
+            verdict: Verdict::Promote,
+            reasons: Vec::new(),
+            held_out_turns: 30,
+            min_held_out: 4,
+            drift_only: false,
+            candidate: figures(14),
+            active: Some(figures(18)),
+            base_margin: Some(0.02),
+            difference: Some(difference),
+            noise: Some(0.016),
+            max_perplexity_change: 0.1,
+            skipped: 0,
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_version_promoted_on_fewer_leaning_turns_says_its_margin_is_within_chance() {
+        let text = describe("v29", &promoted(-0.019), Some("v25"));
+        assert!(
+            text.starts_with("v29 leans toward the replies you liked and away from the ones you did not on 14 of your 30 held-out turns; v25 did on 18; its log-probability margin between the replies you liked and the ones you did not is 0.019 per token below v25's, within what chance explains (the figures vary by 0.016); perplexity on neutral prompts -6.2%"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_version_promoted_on_a_better_margin_says_by_how_much() {
+        let text = describe("v3", &promoted(0.042), Some("v2"));
+        assert!(
+            text.contains("; v2 did on 18; its log-probability margin between the replies you liked and the ones you did not is 0.042 per token above v2's; perplexity"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_version_measured_from_the_base_has_no_margin_comparison() {
+        let mut report = promoted(0.03);
+        report.active = None;
+        let text = describe("v1", &report, None);
+        assert!(
+            text.contains("held-out turns, measured from the base model; perplexity"),
+            "{text}"
+        );
+    }
 }
