@@ -3,6 +3,7 @@
 //! the model endpoint reloads, and the held-out rate, margin, perplexity and plot come out.
 //! (The full run is a benchmark; see BENCHMARKS.md.)
 
+use std::path::Path;
 use std::process::Command;
 
 use rlclaw_tests::bridge::rlclaw_bin;
@@ -17,17 +18,23 @@ const TINY: [&str; 6] = [
     "2",
 ];
 
+/// `rlclaw bench learn --json` into `out` on `model`, with the length rater `under:20` and `arm`.
+fn learn_under_20(out: &Path, model: &Path, arm: &str) -> Command {
+    let mut cmd = Command::new(rlclaw_bin());
+    cmd.args(["bench", "learn", "--json", "--out"])
+        .arg(out)
+        .arg("--model")
+        .arg(model)
+        .args(["--preset-rater", "under:20", "--arms", arm]);
+    cmd
+}
+
 #[test]
 fn a_tiny_learning_run_goes_through_the_whole_loop_and_draws_its_plot() {
     let model = rlclaw_tests::model::smollm2();
     let out = std::env::temp_dir().join(format!("rlclaw-bench-learn-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let run = Command::new(rlclaw_bin())
-        .args(["bench", "learn", "--json", "--out"])
-        .arg(&out)
-        .arg("--model")
-        .arg(&model)
-        .args(["--preset-rater", "under:20", "--arms", "hints"])
+    let run = learn_under_20(&out, &model, "hints")
         .args(TINY)
         .args(["--samples", "1", "--max-tokens", "12", "--seed", "3"])
         .args(["--learning-rate", "2e-4", "--preset", "careful"])
@@ -143,7 +150,7 @@ fn a_learning_rate_out_of_range_or_an_unknown_preset_is_refused_before_anything_
 }
 
 /// The turns in an arm's store, in capture order.
-fn stored_turn_ids(arm_dir: &std::path::Path) -> Vec<String> {
+fn stored_turn_ids(arm_dir: &Path) -> Vec<String> {
     let conn = rusqlite::Connection::open(arm_dir.join("rlclaw.db")).unwrap();
     let mut stmt = conn
         .prepare("SELECT turn_id FROM turns ORDER BY seq")
@@ -161,12 +168,7 @@ fn a_stopped_learning_run_resumes_where_it_stopped_and_finishes_its_cut_off_roun
     let _ = std::fs::remove_dir_all(&out);
     let arm_dir = out.join("under-20-binary");
     let bench = |rounds: &str, extra: &[&str]| {
-        let run = Command::new(rlclaw_bin())
-            .args(["bench", "learn", "--json", "--out"])
-            .arg(&out)
-            .arg("--model")
-            .arg(&model)
-            .args(["--preset-rater", "under:20", "--arms", "binary"])
+        let run = learn_under_20(&out, &model, "binary")
             .args(&TINY[2..])
             .args(["--rounds", rounds, "--samples", "1", "--max-tokens", "12"])
             .args(["--seed", "3"])
